@@ -1,0 +1,34 @@
+"""The exceptions impnb raises. Each one says what went wrong and, where it can, what to do."""
+
+
+class ImpnbError(Exception):
+    """Base class for every error impnb raises on purpose."""
+
+
+class FormatError(ImpnbError, ValueError):
+    """A checkpoint, tensor or file does not follow its format (names file and tensor where known)."""
+
+
+class BackendUnavailable(ImpnbError, RuntimeError):
+    """The requested backend cannot run here: no usable GPU, or the op has no CUDA path yet."""
+
+
+class Unsupported(ImpnbError, NotImplementedError):
+    """The fast path cannot take this input (dtype, shape, layout). It never reroutes silently."""
+
+
+class CrossCheckError(ImpnbError, AssertionError):
+    """backend="check" found the CUDA result outside the tolerance table's rule for this op.
+
+    Attributes: op, rule, index (worst element), reference, fast (the two values there),
+    reference_bits, fast_bits (hex bit patterns), mismatches (count), total.
+    """
+
+    def __init__(self, op, rule, index, reference, fast, reference_bits, fast_bits, mismatches, total, detail=""):
+        self.op, self.rule, self.index = op, rule, index
+        self.reference, self.fast = reference, fast
+        self.reference_bits, self.fast_bits = reference_bits, fast_bits
+        self.mismatches, self.total = mismatches, total
+        msg = (f"{op}: {mismatches}/{total} elements outside {rule}; worst at index {index}: "
+               f"reference={reference!r} ({reference_bits}) fast={fast!r} ({fast_bits})")
+        super().__init__(msg + (f"; {detail}" if detail else ""))

@@ -1,0 +1,179 @@
+"""The op registry and dispatcher: every numeric op of impnb, registered once, with two paths.
+
+An op ``name`` of family ``fam`` has
+  * its reference:   ``impnb.reference.<fam>.<name>``  (pure NumPy; the spec)
+  * its CUDA path:   ``impnb.cuda.<fam>.<name>``       (same signature; Numba-CUDA or CuPy RawKernel)
+  * a tolerance rule ``impnb.tolerances.TOLERANCES[name]``
+  * cross-check cases in ``tests/ops/cases/<fam>.py``
+
+Call an op as ``impnb.ops.<name>(*args, backend=None, **kwargs)``:
+  * ``backend="reference"`` runs the NumPy spec;
+  * ``backend="cuda"`` runs the fast path, or raises ``BackendUnavailable`` (no GPU, or no CUDA path yet) /
+    ``Unsupported`` (the fast path cannot take this input). It never reroutes silently;
+  * ``backend="check"`` runs both and raises ``CrossCheckError`` when they differ beyond the tolerance table;
+    it returns the fast result;
+  * ``backend=None`` takes env ``IMPNB_BACKEND``, else ``"cuda"`` when a GPU is usable and the op has a CUDA
+    path, else ``"reference"``.
+
+``python -m impnb.ops`` prints the coverage table (which ops have a CUDA path, which are pending).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import BackendUnavailable
+
+BACKENDS = ("reference", "cuda", "check")
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    family: str
+    exact: bool  # True: the contract is bit-exact (codecs, packing, masks, top-k ids)
+    summary: str
+
+
+# ---- the registry: one line per op. Add new ops here (and nowhere else). ------------------------------------
+_SPECS = [
+    # formats (issue: op core)
+    OpSpec("fp8_e4m3_encode", "fp8", True, "float -> FP8 E4M3FN byte, RNE, SATFINITE or NaN-on-overflow"),
+    OpSpec("fp8_e4m3_decode", "fp8", True, "FP8 E4M3FN byte -> float32"),
+    OpSpec("e2m1_encode", "fp4", True, "float -> FP4 E2M1 code 0..15, RNE, +-6 saturation"),
+    OpSpec("e2m1_decode", "fp4", True, "FP4 E2M1 code -> float32"),
+    OpSpec("fp4_pack", "fp4", True, "codes [..., K] -> bytes [..., K/2], element 2i in the low nibble"),
+    OpSpec("fp4_unpack", "fp4", True, "bytes [..., K/2] -> codes [..., K]"),
+    OpSpec("nvfp4_quantize", "nvfp4", True, "float32 [N, K] -> NVFP4Tensor (compressed-tensors or ModelOpt)"),
+    OpSpec("nvfp4_dequantize", "nvfp4", False, "NVFP4Tensor -> float32 [N, K]"),
+    OpSpec("nvfp4_gemv", "nvfp4", False, "NVFP4Tensor [N, K] @ x [K] -> float32 [N]"),
+    OpSpec("nvfp4_gemm", "nvfp4", False, "X [M, K] @ NVFP4Tensor[N, K].T -> float32 [M, N]"),
+]
+
+OPS: dict[str, OpSpec] = {}
+for _spec in _SPECS:
+    if _spec.name in OPS:
+        raise RuntimeError(f"op {_spec.name!r} registered twice")
+    OPS[_spec.name] = _spec
+
+# Ops whose CUDA path is not written yet: the one place they are listed. A test keeps this list honest
+# (an op listed here must have no CUDA function, and every op not listed must have one).
+CUDA_PENDING: frozenset[str] = frozenset({
+    "fp8_e4m3_encode", "fp8_e4m3_decode", "e2m1_encode", "e2m1_decode", "fp4_pack", "fp4_unpack",
+    "nvfp4_quantize", "nvfp4_dequantize", "nvfp4_gemv", "nvfp4_gemm",
+})
+
+
+def reference_impl(name: str) -> Callable:
+    spec = OPS[name]
+    module = importlib.import_module(f"impnb.reference.{spec.family}")
+    return getattr(module, name)
+
+
+def cuda_impl(name: str) -> Callable:
+    """The CUDA function of ``name``; raises BackendUnavailable if there is none or no GPU/simulator."""
+    spec = OPS[name]
+    if name in CUDA_PENDING:
+        raise BackendUnavailable(f"op {name!r} has no CUDA path yet (see `python -m impnb.ops`)")
+    from .cuda import runtime
+    runtime.require()
+    module = importlib.import_module(f"impnb.cuda.{spec.family}")
+    return getattr(module, name)
+
+
+def default_backend(name: str) -> str:
+    env = os.environ.get("IMPNB_BACKEND")
+    if env:
+        if env not in BACKENDS:
+            raise ValueError(f"IMPNB_BACKEND={env!r}; expected one of {BACKENDS}")
+        return env
+    if name not in CUDA_PENDING:
+        from .cuda import runtime
+        if runtime.gpu_usable():
+            return "cuda"
+    return "reference"
+
+
+def call(name: str, *args, backend: str | None = None, **kwargs):
+    """Run op ``name`` on ``backend`` (see the module docstring)."""
+    if name not in OPS:
+        raise KeyError(f"unknown op {name!r}; known: {sorted(OPS)}")
+    backend = backend or default_backend(name)
+    if backend == "reference":
+        return reference_impl(name)(*_host(args), **_host(kwargs))
+    if backend == "cuda":
+        return cuda_impl(name)(*args, **kwargs)
+    if backend == "check":
+        return _check(name, args, kwargs)
+    raise ValueError(f"backend={backend!r}; expected one of {BACKENDS}")
+
+
+def _check(name: str, args: tuple, kwargs: dict):
+    from . import tolerances
+    fast = cuda_impl(name)(*args, **kwargs)
+    ref = reference_impl(name)(*_host(args), **_host(kwargs))
+    tolerances.assert_close(name, ref, _host(fast), args=_host(args), kwargs=_host(kwargs))
+    return fast
+
+
+def _host(obj):
+    """Copy device arrays (anything with ``.get()`` like CuPy, or NVFP4Tensor fields) to NumPy, recursively."""
+    from .cuda.runtime import to_host
+    if isinstance(obj, tuple):
+        return tuple(_host(o) for o in obj)
+    if isinstance(obj, list):
+        return [_host(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _host(v) for k, v in obj.items()}
+    return to_host(obj)
+
+
+def _make_public(name: str) -> Callable:
+    ref = reference_impl(name)
+
+    @functools.wraps(ref)
+    def op(*args, backend: str | None = None, **kwargs):
+        return call(name, *args, backend=backend, **kwargs)
+
+    op.__signature__ = _with_backend(inspect.signature(ref))
+    return op
+
+
+def _with_backend(sig: inspect.Signature) -> inspect.Signature:
+    params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    params.append(inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default=None))
+    return sig.replace(parameters=params)
+
+
+def __getattr__(name: str):
+    """``impnb.ops.<op>``: the public dispatching callable, built on first use."""
+    if name in OPS:
+        fn = _make_public(name)
+        globals()[name] = fn
+        return fn
+    raise AttributeError(f"module 'impnb.ops' has no attribute {name!r}")
+
+
+def coverage_table() -> str:
+    rows = [f"{'op':28s} {'family':12s} {'exact':6s} cuda"]
+    for spec in OPS.values():
+        state = "pending" if spec.name in CUDA_PENDING else "yes"
+        rows.append(f"{spec.name:28s} {spec.family:12s} {str(spec.exact):6s} {state}")
+    pending = sorted(CUDA_PENDING)
+    rows.append(f"\n{len(OPS)} ops, {len(OPS) - len(pending)} with a CUDA path, {len(pending)} pending"
+                + (f": {', '.join(pending)}" if pending else ""))
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    print(coverage_table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
