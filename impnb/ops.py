@@ -53,6 +53,12 @@ _SPECS = [
     OpSpec("nvfp4_dequantize", "nvfp4", False, "NVFP4Tensor -> float32 [N, K]"),
     OpSpec("nvfp4_gemv", "nvfp4", False, "NVFP4Tensor [N, K] @ x [K] -> float32 [N]"),
     OpSpec("nvfp4_gemm", "nvfp4", False, "X [M, K] @ NVFP4Tensor[N, K].T -> float32 [M, N]"),
+    # sampling (issue 5): logits processing and deterministic token choice (caller-supplied uniform u)
+    OpSpec("repetition_penalty", "sampling", True, "logits [..., V], ids [N] -> x/p (x>=0) or x*p (x<0) at the ids"),
+    OpSpec("ban_tokens", "sampling", True, "logits [..., V], ids [N] -> -inf at the banned ids"),
+    OpSpec("filter_logits", "sampling", True, "logits / temperature, then top-k, top-p, min-p cuts to -inf"),
+    OpSpec("sample_token", "sampling", True, "inverse-CDF draw in id order with a given u in [0, 1) -> int64"),
+    OpSpec("argmax_token", "sampling", True, "greedy id, lowest id on ties -> int64"),
 ]
 
 OPS: dict[str, OpSpec] = {}
@@ -64,6 +70,7 @@ for _spec in _SPECS:
 # Ops whose CUDA path is not written yet: the one place they are listed. A test keeps this list honest
 # (an op listed here must have no CUDA function, and every op not listed must have one).
 CUDA_PENDING: frozenset[str] = frozenset({
+    "repetition_penalty", "ban_tokens", "filter_logits", "sample_token", "argmax_token",
     "fp8_e4m3_encode", "fp8_e4m3_decode", "e2m1_encode", "e2m1_decode", "fp4_pack", "fp4_unpack",
     "nvfp4_quantize", "nvfp4_dequantize", "nvfp4_gemv", "nvfp4_gemm",
 })

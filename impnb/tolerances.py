@@ -52,6 +52,16 @@ class ScaledError:
 TOLERANCES: dict[str, dict[str, object]] = {
     # ---- formats: fp8 / fp4 / nvfp4 (op core) ----
     # ---- model ops: norms / rope / attention / masks / activations / moe / embedding / sampling ----
+    # sampling (issue 5): every output is a discrete decision or one correctly rounded float32 op per element.
+    "repetition_penalty": {"*": Exact("one IEEE float32 multiply or divide per touched element (no fastmath): "
+                                      "correctly rounded on every backend")},
+    "ban_tokens": {"*": Exact("a copy with -inf stored at the banned ids; nothing is computed")},
+    "filter_logits": {"*": Exact("kept values are one correctly rounded float32 division by the temperature; the "
+                                 "keep/cut decisions use float64 sums that can only differ within ~1e-15 of a "
+                                 "threshold, which random logits never hit")},
+    "sample_token": {"*": Exact("ids: same logits and same u must give the same token on every backend (float64 "
+                                "CDF in id order; a draw can only flip within ~1e-15 of a bin edge)")},
+    "argmax_token": {"*": Exact("ids: comparisons only, lowest id on ties")},
 }
 
 

@@ -1,0 +1,102 @@
+"""Cross-check cases of the sampling ops (impnb/reference/sampling.py).
+
+Logits are random normals times a spread typical of LM heads, on awkward vocab sizes (tiny) and the vocabularies
+of the two real models (real). Ties are planted on purpose: the contract breaks them toward the lower id.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import case
+
+# rows, vocab: tiny for the simulator, real = one decode row of the real models
+_SHAPES = {"tiny": [(3, 37), (1, 5)], "real": [(1, 49152), (4, 262144)]}  # SmolLM2-135M, Gemma-3-270M
+
+
+def _logits(rng, rows, vocab, *, ties=True):
+    x = (rng.standard_normal((rows, vocab)) * 4.0).astype(np.float32)  # [rows, V]
+    if ties and vocab > 4:
+        top = int(np.argmax(x[0]))
+        other = (top + vocab // 2) % vocab
+        x[0, other] = x[0, top]  # an exact tie for first place
+    return x
+
+
+def _shape(size, i):
+    shapes = _SHAPES[size]
+    return shapes[i % len(shapes)]
+
+
+def _ids(rng, vocab, n):
+    return rng.integers(0, vocab, size=n).astype(np.int64)  # [N], with duplicates on purpose
+
+
+@case("repetition_penalty", "mixed_signs")
+def _(rng, size):
+    rows, vocab = _shape(size, 0)
+    return (_logits(rng, rows, vocab), _ids(rng, vocab, max(3, vocab // 10)), 1.3), {}
+
+
+@case("repetition_penalty", "below_one")
+def _(rng, size):
+    rows, vocab = _shape(size, 1)
+    return (_logits(rng, rows, vocab), _ids(rng, vocab, 4), 0.7), {}
+
+
+@case("ban_tokens", "some")
+def _(rng, size):
+    rows, vocab = _shape(size, 0)
+    return (_logits(rng, rows, vocab), _ids(rng, vocab, 3)), {}
+
+
+@case("ban_tokens", "the_argmax")
+def _(rng, size):
+    rows, vocab = _shape(size, 1)
+    x = _logits(rng, rows, vocab)
+    return (x, np.argmax(x, axis=-1)), {}
+
+
+@case("filter_logits", "top_k")
+def _(rng, size):
+    rows, vocab = _shape(size, 0)
+    return (_logits(rng, rows, vocab),), {"temperature": 0.8, "top_k": 3}
+
+
+@case("filter_logits", "top_p_min_p")
+def _(rng, size):
+    rows, vocab = _shape(size, 0)
+    return (_logits(rng, rows, vocab),), {"temperature": 1.3, "top_p": 0.9, "min_p": 0.05}
+
+
+@case("filter_logits", "all_filters")
+def _(rng, size):
+    rows, vocab = _shape(size, 1)
+    return (_logits(rng, rows, vocab),), {"temperature": 0.6, "top_k": 40, "top_p": 0.95, "min_p": 0.02}
+
+
+@case("sample_token", "filtered")
+def _(rng, size):
+    rows, vocab = _shape(size, 0)
+    from impnb.reference.sampling import filter_logits
+    x = filter_logits(_logits(rng, rows, vocab), temperature=0.9, top_p=0.8)
+    return (x, rng.random(rows)), {}
+
+
+@case("sample_token", "flat")
+def _(rng, size):
+    rows, vocab = _shape(size, 1)
+    return (_logits(rng, rows, vocab) * np.float32(0.05), rng.random(rows)), {}
+
+
+@case("argmax_token", "ties")
+def _(rng, size):
+    rows, vocab = _shape(size, 0)
+    return (_logits(rng, rows, vocab),), {}
+
+
+@case("argmax_token", "with_banned")
+def _(rng, size):
+    rows, vocab = _shape(size, 1)
+    x = _logits(rng, rows, vocab)
+    x[:, : vocab // 2] = -np.inf
+    return (x,), {}
