@@ -47,10 +47,51 @@ class ScaledError:
         return f"ScaledError(bound={self.bound:g})"
 
 
+# ---- scale functions of ScaledError rules ----------------------------------------------------------------------
+FP32_UNIT_ROUNDOFF = 2.0 ** -24
+
+
+def _gamma_fp32(n: int) -> float:
+    """Higham's gamma_n = n u / (1 - n u), u = 2^-24: the relative error bound of an n-step float32 computation."""
+    return n * FP32_UNIT_ROUNDOFF / (1.0 - n * FP32_UNIT_ROUNDOFF)
+
+
+def _nvfp4_abs_dot(args, kwargs):
+    """gamma_{K+2} * (|X| @ |W|.T) in float64, shaped like the output ([N] for a GEMV, [M, N] for a GEMM)."""
+    from .reference.nvfp4 import nvfp4_dequantize
+    t, x = args[0], np.asarray(args[1], dtype=np.float64)
+    w = np.abs(nvfp4_dequantize(t).astype(np.float64))  # [N, K]
+    return _gamma_fp32(t.shape[1] + 2) * (np.abs(x) @ w.T)
+
+
 # ---- the table ---------------------------------------------------------------------------------------------------
 # op -> {output dtype name or "*": rule}. Keep the evidence next to the number.
 TOLERANCES: dict[str, dict[str, object]] = {
     # ---- formats: fp8 / fp4 / nvfp4 (op core) ----
+    "fp8_e4m3_encode": {"*": Exact("a codec: RNE on the E4M3 grid then the SATFINITE / NaN overflow policy is one "
+                                   "defined byte per input (numerics-spec 2.2); any difference is a bug")},
+    "fp8_e4m3_decode": {"*": Exact("every E4M3 value is exact in float32; 0x7F / 0xFF decode to the NaN "
+                                   "0x7FC00000 / 0xFFC00000 (the reference's bits, ml_dtypes' too)")},
+    "e2m1_encode": {"*": Exact("a codec: RNE with +-6 saturation, sign rules of numerics-spec 1.3; one code per input")},
+    "e2m1_decode": {"*": Exact("a 16-entry table of exact float32 values (0x8 is -0.0)")},
+    "fp4_pack": {"*": Exact("bit packing: element 2i in the low nibble; nothing is computed")},
+    "fp4_unpack": {"*": Exact("bit unpacking: the inverse of fp4_pack")},
+    "nvfp4_quantize": {"*": Exact("bytes of a checkpoint: every step is one correctly rounded float32 operation in "
+                                  "the producer's order (numerics-spec 3.1/3.2), so the packed bytes, scale bytes "
+                                  "and global scale are defined exactly; the reference matches compressed-tensors "
+                                  "0.20 and ModelOpt 0.47 byte for byte (tests/test_oracle_quant.py)")},
+    "nvfp4_dequantize": {"*": Exact("one rounding per element: q * fl32(s / gs) (compressed-tensors) or "
+                                    "q * fl32(s * ws2) (modelopt), q and s exact; a CUDA path that keeps this "
+                                    "per-layout order (true division, no reciprocal of gs, no FMA) is bit-identical")},
+    "nvfp4_gemv": {"*": ScaledError(2.0, _nvfp4_abs_dot,
+                                    "float32 dot products of K terms: in ANY summation order, products rounded, the "
+                                    "error is <= gamma_K * sum_k |w_k x_k| (Higham, Accuracy and Stability, 3.1); +2 "
+                                    "steps cover a fast path that applies the block scale after the 16-term sum. "
+                                    "Reference and fast path each err by at most that, so they differ by <= 2x. "
+                                    "Normalised by |W|.|x| as numerics-spec 6.7 asks; observed errors are ~sqrt(K) u")},
+    "nvfp4_gemm": {"*": ScaledError(2.0, _nvfp4_abs_dot,
+                                    "each Y[m, n] is a float32 dot product of K terms: the same bound as nvfp4_gemv "
+                                    "(2 gamma_{K+2} * sum_k |X[m,k] W[n,k]|)")},
     # ---- model ops: norms / rope / attention / masks / activations / moe / embedding / sampling ----
     # sampling (issue 5): every output is a discrete decision or one correctly rounded float32 op per element.
     "repetition_penalty": {"*": Exact("one IEEE float32 multiply or divide per touched element (no fastmath): "
