@@ -41,7 +41,8 @@ def e2m1_encode(x):
     xs = np.asarray(x)
     if xs.dtype.kind not in "fiub":
         raise TypeError(f"e2m1_encode: input must be real numbers, got dtype {xs.dtype}")
-    a = np.abs(xs.astype(np.float64))  # [...]
+    with np.errstate(invalid="ignore"):  # signalling NaNs are just NaN here
+        a = np.abs(xs.astype(np.float64))  # [...]
     magnitude = np.zeros(a.shape, dtype=np.uint8)
     for tie, up in zip(TIES, TIE_GOES_UP):
         magnitude += (a >= tie) if up else (a > tie)

@@ -43,7 +43,8 @@ def fp8_e4m3_encode(x, *, saturate=True):
     xs = np.asarray(x)
     if xs.dtype.kind not in "fiub":
         raise TypeError(f"fp8_e4m3_encode: input must be real numbers, got dtype {xs.dtype}")
-    a = np.abs(xs.astype(np.float64))  # exact: every float16/32 value is a float64
+    with np.errstate(invalid="ignore"):  # signalling NaNs (e.g. from float16 bit patterns) are just NaN here
+        a = np.abs(xs.astype(np.float64))  # exact: every float16/32 value is a float64
     sign = np.where(np.signbit(xs), SIGN_BIT, 0).astype(np.uint8)
     nan = np.isnan(a)
     a = np.where(nan, 0.0, a)

@@ -176,6 +176,8 @@ def _blocked_matmul(t: NVFP4Tensor, x: np.ndarray) -> np.ndarray:
 def _check_tensor(t, op: str) -> NVFP4Tensor:
     if not isinstance(t, NVFP4Tensor):
         raise TypeError(f"{op}: expected an impnb.NVFP4Tensor, got {type(t).__name__}")
+    if isinstance(t.packed, np.ndarray) and isinstance(t.scales, np.ndarray):
+        return t  # already on the host (to_host would re-validate and warn a second time)
     return t.to_host()
 
 

@@ -1,0 +1,129 @@
+"""Cross-check cases of NVFP4 quantize / dequantize / GEMV / GEMM (impnb/reference/nvfp4.py).
+
+Weights are fresh random float32 with the awkward blocks of numerics-spec 3.4 planted in them: an all-zero
+16-block, a block whose scale underflows FP8 (CT flushes it, ModelOpt keeps 2^-9), an outlier that owns the tensor
+amax (its block scale is 448 = 0x7E: seed 001's 0x77 bug halves it) and bf16-representable values (what real
+checkpoints are quantized from). Both layouts. Shapes: tiny ones for the simulator (K != N, K not a multiple of
+64), and on a GPU the real ones: N=704 K=2816 and N=2816 K=704 (SmolLM2-style MLP up/down projections, K != N)
+and 4096 x 4096 (a 7B-class attention projection).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from impnb.formats import NVFP4Tensor
+
+from . import case
+
+F32 = np.float32
+LAYOUTS = ("compressed-tensors", "modelopt")
+SHAPES = {"tiny": [(3, 32), (5, 48)], "real": [(704, 2816), (2816, 704), (4096, 4096)]}
+_M = {"tiny": 3, "real": 8}
+
+
+def planted_weight(rng, n, k, *, bf16=False, scale=None):
+    """float32 W [N, K]: random normals times a random scale, with the numerics-spec 3.4 blocks planted."""
+    scale = np.exp2(rng.uniform(-10.0, 2.0)) if scale is None else scale
+    w = (rng.standard_normal((n, k)) * scale).astype(F32)  # [N, K]
+    w[0, :16] = 0.0  # an all-zero block
+    if n > 1:
+        w[n - 1, k - 16:] = w[n - 1, k - 16:] * F32(1e-7)  # a block whose FP8 scale underflows (<= 2^-10)
+    w[n // 2, k // 2] = F32(scale * 40.0)  # the outlier: owns amax, its block scale is 448 (0x7E)
+    w[n // 2, 0] = -0.0
+    if bf16:
+        import ml_dtypes
+        w = w.astype(ml_dtypes.bfloat16).astype(F32)
+    return w
+
+
+def random_tensor(rng, n, k, layout):
+    """An NVFP4Tensor of arbitrary bytes: random codes, random non-NaN scale bytes, a random usable scalar."""
+    packed = rng.integers(0, 256, (n, k // 2), dtype=np.uint8)  # [N, K/2]
+    scales = rng.integers(0, 0x7F, (n, k // 16), dtype=np.uint8)  # [N, G]: 0x00..0x7E, no NaN byte
+    scales[0, 0], scales[-1, -1] = 0x01, 0x7E  # smallest subnormal scale and the largest scale
+    gs = F32(np.exp2(rng.uniform(-8.0, 12.0)))
+    return NVFP4Tensor(packed, scales, float(gs), layout)
+
+
+def _shape(size, i):
+    shapes = SHAPES[size]
+    return shapes[i % len(shapes)]
+
+
+def _quantized(rng, size, i, layout):
+    from impnb.reference.nvfp4 import nvfp4_quantize
+    n, k = _shape(size, i)
+    return nvfp4_quantize(planted_weight(rng, n, k), layout=layout)
+
+
+for _i, _layout in enumerate(LAYOUTS):
+    tag = "ct" if _layout == "compressed-tensors" else "modelopt"
+
+    @case("nvfp4_quantize", f"planted_{tag}")
+    def _(rng, size, layout=_layout, i=_i):
+        n, k = _shape(size, i)
+        return (planted_weight(rng, n, k),), {"layout": layout}
+
+    @case("nvfp4_quantize", f"bf16_values_{tag}")
+    def _(rng, size, layout=_layout, i=_i):
+        n, k = _shape(size, i + 1)
+        return (planted_weight(rng, n, k, bf16=True),), {"layout": layout}
+
+    @case("nvfp4_dequantize", f"random_bytes_{tag}")
+    def _(rng, size, layout=_layout, i=_i):
+        n, k = _shape(size, i)
+        return (random_tensor(rng, n, k, layout),), {}
+
+    @case("nvfp4_dequantize", f"quantized_{tag}")
+    def _(rng, size, layout=_layout, i=_i):
+        return (_quantized(rng, size, i + 1, layout),), {}
+
+    @case("nvfp4_gemv", f"quantized_{tag}")
+    def _(rng, size, layout=_layout, i=_i):
+        t = _quantized(rng, size, i, layout)
+        return (t, rng.standard_normal(t.shape[1]).astype(F32)), {}
+
+    @case("nvfp4_gemm", f"quantized_{tag}")
+    def _(rng, size, layout=_layout, i=_i):
+        t = _quantized(rng, size, i + 1, layout)
+        return (t, rng.standard_normal((_M[size], t.shape[1])).astype(F32)), {}
+
+
+@case("nvfp4_quantize", "all_zero_tensor_modelopt")
+def _(rng, size):
+    return (np.zeros((4, 32), dtype=F32),), {"layout": "modelopt"}  # ws2 = 0: scales 0xFF, codes 0x7
+
+
+@case("nvfp4_quantize", "all_zero_tensor_ct")
+def _(rng, size):
+    return (np.zeros((4, 32), dtype=F32),), {"layout": "compressed-tensors"}  # gs = 1, scales 0x20, codes 0
+
+
+@case("nvfp4_gemv", "random_bytes_ct")
+def _(rng, size):
+    n, k = _shape(size, 2)
+    return (random_tensor(rng, n, k, "compressed-tensors"), rng.standard_normal(k).astype(F32)), {}
+
+
+@case("nvfp4_gemv", "unusable_global_scale")
+def _(rng, size):
+    t = random_tensor(rng, *_shape(size, 0), "modelopt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the warning is tested in tests/test_nvfp4.py
+        t = NVFP4Tensor(t.packed, t.scales, 0.0, "modelopt")
+    return (t, rng.standard_normal(t.shape[1]).astype(F32)), {}  # must give zeros
+
+
+@case("nvfp4_gemm", "single_row")
+def _(rng, size):
+    t = _quantized(rng, size, 0, "compressed-tensors")
+    return (t, rng.standard_normal((1, t.shape[1])).astype(F32)), {}
+
+
+@case("nvfp4_gemm", "many_rows_random_bytes")
+def _(rng, size):
+    n, k = _shape(size, 1)
+    m = 5 if size == "tiny" else 33
+    return (random_tensor(rng, n, k, "modelopt"), rng.standard_normal((m, k)).astype(F32)), {}
