@@ -219,7 +219,7 @@ def view_shape(info: TensorInfo) -> tuple[int, ...]:
         if info.shape and info.shape[-1] % 2 == 0:
             return info.shape[:-1] + (info.shape[-1] // 2,)
         return (info.nbytes,)
-    if info.dtype.startswith("F6"):
+    if info.dtype in ("F6_E2M3", "F6_E3M2"):
         return (info.nbytes,)
     return info.shape
 
@@ -289,7 +289,9 @@ _WRITE_DTYPES = {np.dtype(v[1]): k for k, v in DTYPES.items()
 
 
 def _encode_tensor(name, arr, override):
-    arr = np.ascontiguousarray(arr)
+    arr = np.asarray(arr)
+    if not arr.flags.c_contiguous:  # (np.ascontiguousarray would turn a 0-d array into 1-d)
+        arr = arr.copy(order="C")
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     if override is None:
