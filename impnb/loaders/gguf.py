@@ -78,6 +78,10 @@ class GGUFFile:
     unmapped: list = field(default_factory=list)    # GGUF names kept as-is (no table entry)
     _buf: np.ndarray | None = None
 
+    def __iter__(self):
+        """`metadata, tensors, tokenizer_info = read_gguf(path)` unpacks like a tuple (impnb.loaders uses it)."""
+        return iter((self.metadata, self.tensors, self.tokenizer_info))
+
     @property
     def metadata(self) -> dict:
         return self.header.metadata
