@@ -53,6 +53,9 @@ _SPECS = [
     OpSpec("nvfp4_dequantize", "nvfp4", False, "NVFP4Tensor -> float32 [N, K]"),
     OpSpec("nvfp4_gemv", "nvfp4", False, "NVFP4Tensor [N, K] @ x [K] -> float32 [N]"),
     OpSpec("nvfp4_gemm", "nvfp4", False, "X [M, K] @ NVFP4Tensor[N, K].T -> float32 [M, N]"),
+    # W4A4 (issue 7): run-time NVFP4 quantize-dequantize of a Linear's input with its stored input scale
+    OpSpec("fake_quantize_nvfp4_activations", "nvfp4_act", True,
+           "X [..., K] -> X^: per-16 block scales fp8(igs*amax/6), e2m1 codes, dequantized float32"),
     # sampling (issue 5): logits processing and deterministic token choice (caller-supplied uniform u)
     OpSpec("repetition_penalty", "sampling", True, "logits [..., V], ids [N] -> x/p (x>=0) or x*p (x<0) at the ids"),
     OpSpec("ban_tokens", "sampling", True, "logits [..., V], ids [N] -> -inf at the banned ids"),
@@ -73,6 +76,7 @@ CUDA_PENDING: frozenset[str] = frozenset({
     "repetition_penalty", "ban_tokens", "filter_logits", "sample_token", "argmax_token",
     "fp8_e4m3_encode", "fp8_e4m3_decode", "e2m1_encode", "e2m1_decode", "fp4_pack", "fp4_unpack",
     "nvfp4_quantize", "nvfp4_dequantize", "nvfp4_gemv", "nvfp4_gemm",
+    "fake_quantize_nvfp4_activations",
 })
 
 

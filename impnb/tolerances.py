@@ -92,6 +92,11 @@ TOLERANCES: dict[str, dict[str, object]] = {
     "nvfp4_gemm": {"*": ScaledError(2.0, _nvfp4_abs_dot,
                                     "each Y[m, n] is a float32 dot product of K terms: the same bound as nvfp4_gemv "
                                     "(2 gamma_{K+2} * sum_k |X[m,k] W[n,k]|)")},
+    "fake_quantize_nvfp4_activations": {"*": Exact("W4A4 activation quantize-dequantize: block amax (exact), "
+                                                   "igs * fl32(amax / 6), the FP8 and E2M1 RNE codecs, then the "
+                                                   "two float32 divisions and one multiply of nvfp4_dequantize; "
+                                                   "each step correctly rounded, so a path keeping the order "
+                                                   "(true division, no FMA) is bit-identical")},
     # ---- model ops: norms / rope / attention / masks / activations / moe / embedding / sampling ----
     # sampling (issue 5): every output is a discrete decision or one correctly rounded float32 op per element.
     "repetition_penalty": {"*": Exact("one IEEE float32 multiply or divide per touched element (no fastmath): "

@@ -1,0 +1,52 @@
+"""``python -m impnb.quantize``: see impnb/quantize/__init__.py and the README's "Quantize" section."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .convert import quantize_checkpoint
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m impnb.quantize",
+                                description="Convert a GGUF / HF checkpoint into an NVFP4 checkpoint directory.")
+    p.add_argument("--model", required=True, help="GGUF file, HF checkpoint directory, or installed model package")
+    p.add_argument("--out", required=True, help="output directory (created; files in it are replaced)")
+    p.add_argument("--layout", choices=("compressed-tensors", "modelopt"), default="compressed-tensors")
+    p.add_argument("--ignore", nargs="*", default=[], metavar="MODULE",
+                   help="Linear modules to keep in high precision: names, fnmatch globs, or re:<regex>")
+    p.add_argument("--quantize-lm-head", action="store_true",
+                   help="quantize lm_head too (a tied head becomes an untied NVFP4 copy of the embedding)")
+    p.add_argument("--w4a4", action="store_true",
+                   help="also calibrate and write input global scales (NVFP4 W4A4 preset / ModelOpt NVFP4)")
+    p.add_argument("--calibration", metavar="FILE",
+                   help="W4A4 calibration prompts, one per line (default: a few built-in prompts)")
+    p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16",
+                   help="dtype of the tensors left unquantized (default bfloat16)")
+    p.add_argument("--eval", action="store_true",
+                   help="then report perplexity on impnb/data/eval.txt for source and result, and top-1 agreement")
+    p.add_argument("--eval-tokens", type=int, default=512, help="tokens of the eval text to score (default 512)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    prompts = None
+    if args.calibration:
+        with open(args.calibration, encoding="utf-8") as f:
+            prompts = [line.rstrip("\n") for line in f if line.strip()]
+    report = quantize_checkpoint(args.model, args.out, layout=args.layout, ignore=args.ignore,
+                                 quantize_lm_head=args.quantize_lm_head, w4a4=args.w4a4, calibration=prompts,
+                                 dtype=args.dtype, progress=not args.quiet)
+    print(report.summary(), file=sys.stderr)
+    if args.eval:
+        from ..eval import compare_models
+        result = compare_models(args.model, args.out, n_tokens=args.eval_tokens, w4a4=args.w4a4,
+                                progress=not args.quiet)
+        print(result.table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Which Linear weights get quantized, which share a global scale, and the quantization itself.
+
+Legend: M = a Linear module name (HF naming, e.g. ``model.layers.3.self_attn.q_proj``), N = out features,
+K = in features. A quantizable weight is the 2-D ``M.weight`` of a transformer projection (``q/k/v/o_proj``,
+``gate/up/down_proj``) or, on request, ``lm_head``; embeddings, norms and routers stay in high precision, as the
+usual llm-compressor / ModelOpt ignore lists keep them.
+
+Fused shards share ONE global scale (llm-compressor's fused-layer handling and ModelOpt's unified export both unify
+the weight amax of q/k/v and of gate/up, because inference engines run each family as one GEMM): the shards are
+quantized as one concatenated [sum N, K] matrix, so the global scale comes from the fused amax, and split back by
+rows. Block scales are per 16 elements of a row, so the split is exact: the bytes are those of quantizing each
+shard with the shared global scale.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import ops
+from ..formats import NVFP4Tensor
+
+GROUP = 16
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+@dataclass(frozen=True)
+class Plan:
+    quantize: tuple[str, ...]        # modules M whose M.weight becomes NVFP4, sorted
+    groups: tuple[tuple[str, ...], ...]  # modules sharing one global scale (fused families; singletons otherwise)
+    ignore: tuple[str, ...]          # Linear modules left in high precision (written to the config), sorted
+
+
+def module_of(name: str) -> str | None:
+    return name[:-len(".weight")] if name.endswith(".weight") else None
+
+
+def is_linear(module: str) -> bool:
+    leaf = module.rsplit(".", 1)[-1]
+    return leaf in PROJECTIONS or module == "lm_head"
+
+
+def matches(module: str, patterns) -> bool:
+    """``--ignore`` patterns: an exact module name, an fnmatch glob, or ``re:<regex>`` (compressed-tensors style,
+    re.match). A pattern naming a parent module covers its children."""
+    for p in patterns:
+        if p.startswith("re:"):
+            if re.match(p[3:], module):
+                return True
+        elif fnmatch.fnmatchcase(module, p) or fnmatch.fnmatchcase(module, p + ".*"):
+            return True
+    return False
+
+
+def make_plan(shapes: dict[str, tuple], ignore_patterns=(), quantize_lm_head: bool = False) -> Plan:
+    """Decide from the tensor shapes (HF names) what is quantized. ``lm_head`` must already exist in ``shapes``
+    when it is to be quantized (a tied model gets an untied copy first, see impnb.quantize.convert)."""
+    for p in ignore_patterns:
+        if p.startswith("re:"):
+            re.compile(p[3:])  # a bad regex fails here, with re's own message
+    linears = sorted(m for n, s in shapes.items() if (m := module_of(n)) and len(s) == 2 and is_linear(m))
+    quant, ignore = [], []
+    for m in linears:
+        k = shapes[m + ".weight"][1]
+        if m == "lm_head" and not quantize_lm_head or matches(m, ignore_patterns):
+            ignore.append(m)
+        elif k % GROUP:
+            warnings.warn(f"{m}: in_features {k} is not a multiple of {GROUP}; left unquantized", stacklevel=2)
+            ignore.append(m)
+        else:
+            quant.append(m)
+    if "lm_head" not in linears and "lm_head" not in ignore:
+        ignore.append("lm_head")  # tied head: the Linear module still exists in HF models; llm-compressor lists it
+    return Plan(tuple(quant), _groups(quant), tuple(sorted(ignore)))
+
+
+def _groups(quant: list[str]) -> tuple[tuple[str, ...], ...]:
+    remaining, groups = set(quant), []
+    for m in quant:
+        if m not in remaining:
+            continue
+        parent, leaf = m.rsplit(".", 1) if "." in m else ("", m)
+        family = next((f for f in FUSED if leaf in f), (leaf,))
+        members = tuple(x for x in (f"{parent}.{leaf_}" if parent else leaf_ for leaf_ in family) if x in remaining)
+        groups.append(members)
+        remaining -= set(members)
+    return tuple(groups)
+
+
+def quantize_group(weights: list[np.ndarray], layout: str, backend=None) -> list[NVFP4Tensor]:
+    """Quantize fused shards [N_i, K] with one shared global scale (from the fused amax); one tensor per shard."""
+    fused = weights[0] if len(weights) == 1 else np.concatenate(weights, axis=0)  # [sum N_i, K]
+    t = ops.nvfp4_quantize(np.ascontiguousarray(fused, np.float32), layout=layout, backend=backend)
+    t = t.to_host() if hasattr(t, "to_host") else t
+    out, row = [], 0
+    for w in weights:
+        n = w.shape[0]
+        out.append(NVFP4Tensor(np.ascontiguousarray(t.packed[row:row + n]), np.ascontiguousarray(t.scales[row:row + n]),
+                               t.global_scale, t.layout))
+        row += n
+    return out
+
+
+def input_scalar(amax: float, layout: str) -> float:
+    """The stored activation scalar from a calibrated amax (static_minmax): compressed-tensors input_global_scale
+    = 448*6 / amax (a divisor; amax clamped to float32 tiny, a non-finite result becomes 1.0 as in
+    compressed-tensors 0.20 generate_gparam); ModelOpt input_scale = amax / (6*448) (a multiplier)."""
+    f32 = np.float32
+    amax = f32(amax)
+    if layout == "compressed-tensors":
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            gs = f32(2688.0) / max(amax, np.finfo(np.float32).tiny)
+        return float(gs) if np.isfinite(gs) else 1.0
+    return float(amax / f32(2688.0))
