@@ -62,6 +62,21 @@ _SPECS = [
     OpSpec("filter_logits", "sampling", True, "logits / temperature, then top-k, top-p, min-p cuts to -inf"),
     OpSpec("sample_token", "sampling", True, "inverse-CDF draw in id order with a given u in [0, 1) -> int64"),
     OpSpec("argmax_token", "sampling", True, "greedy id, lowest id on ties -> int64"),
+    # model ops (issue 5): the transformer forward is written only in these
+    OpSpec("embedding", "embedding", False, "ids [T], table [V, D] -> table[ids] * scale, float32 [T, D]"),
+    OpSpec("linear", "linear", False, "x [T, K] @ W[N, K].T + b -> float32 [T, N] (dense float weights)"),
+    OpSpec("rms_norm", "norms", False, "x / sqrt(mean(x^2) + eps) * (offset + w) over the last axis"),
+    OpSpec("rope", "rope", False, "rotary embedding of x [T, H, D] at positions, neox or interleaved, partial"),
+    OpSpec("attention_mask", "masks", True, "bool [T, S] from query positions and each view slot's position"),
+    OpSpec("attention", "attention", False, "GQA softmax(q k^T * scale [softcap] [mask] [+sink]) v, float32"),
+    OpSpec("silu", "activations", False, "x * sigmoid(x)"),
+    OpSpec("gelu_tanh", "activations", False, "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))"),
+    OpSpec("swiglu", "activations", False, "silu(gate) * up"),
+    OpSpec("geglu_tanh", "activations", False, "gelu_tanh(gate) * up"),
+    OpSpec("swiglu_oai", "activations", False, "gpt-oss clamped SwiGLU: (clip(u) + 1) * g sigmoid(alpha g)"),
+    OpSpec("softcap", "activations", False, "cap * tanh(x / cap)"),
+    OpSpec("moe_route", "moe", True, "router logits [T, E] -> (weights [T, K], ids [T, K]), lower id wins ties"),
+    OpSpec("moe_experts", "moe", False, "routed expert FFNs: sum_k w * down(act(gate_up x)), routed tokens only"),
 ]
 
 OPS: dict[str, OpSpec] = {}
@@ -74,6 +89,8 @@ for _spec in _SPECS:
 # (an op listed here must have no CUDA function, and every op not listed must have one).
 CUDA_PENDING: frozenset[str] = frozenset({
     "repetition_penalty", "ban_tokens", "filter_logits", "sample_token", "argmax_token",
+    "embedding", "linear", "rms_norm", "rope", "attention_mask", "attention", "silu", "gelu_tanh", "swiglu",
+    "geglu_tanh", "swiglu_oai", "softcap", "moe_route", "moe_experts",
     "fp8_e4m3_encode", "fp8_e4m3_decode", "e2m1_encode", "e2m1_decode", "fp4_pack", "fp4_unpack",
     "nvfp4_quantize", "nvfp4_dequantize", "nvfp4_gemv", "nvfp4_gemm",
     "fake_quantize_nvfp4_activations",

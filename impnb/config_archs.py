@@ -1,0 +1,299 @@
+"""Per-architecture ModelConfig builders: HF config.json dicts and GGUF metadata -> impnb.config.ModelConfig.
+
+Defaults are transformers 5.23's configuration classes (``LlamaConfig()``, ``Gemma3TextConfig()``, ...), so a
+config.json that omits a field means what it means to transformers. Old-style RoPE keys (``rope_theta`` +
+``rope_scaling``, Gemma-3 ``rope_local_base_freq``) and the transformers-5 ``rope_parameters`` dict (flat, or
+per layer type) are both accepted.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .config import LayerConfig, ModelConfig, MoEConfig, RopeConfig
+
+HF_ARCHS = ("llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "gemma3_text", "gemma4_text", "gpt_oss")
+_WRAPPERS = {"gemma3": "gemma3_text", "gemma4": "gemma4_text"}  # multimodal model_type -> its text_config type
+_HF_ARCH_CLASSES = {
+    "LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3", "Qwen3MoeForCausalLM": "qwen3_moe", "Gemma3ForCausalLM": "gemma3_text",
+    "Gemma3ForConditionalGeneration": "gemma3", "Gemma4ForCausalLM": "gemma4_text",
+    "Gemma4ForConditionalGeneration": "gemma4", "GptOssForCausalLM": "gpt_oss",
+}
+
+
+def unsupported(what: str) -> ValueError:
+    return ValueError(f"unsupported architecture {what!r}; supported: {', '.join(HF_ARCHS)} "
+                      f"(HF config.json) and {', '.join(GGUF_ARCHS)} (GGUF)")
+
+
+# ---- HF ---------------------------------------------------------------------------------------------------------
+def build_from_hf(config: dict) -> ModelConfig:
+    if not isinstance(config, dict):
+        raise TypeError(f"ModelConfig.from_hf takes the config.json dict, got {type(config).__name__}")
+    model_type = config.get("model_type")
+    if model_type is None:
+        arch = (config.get("architectures") or [None])[0]
+        model_type = _HF_ARCH_CLASSES.get(arch)
+        if model_type is None:
+            raise unsupported(arch or "<config.json without model_type or architectures>")
+    if model_type in _WRAPPERS:
+        text = dict(config.get("text_config") or {})
+        text.setdefault("model_type", _WRAPPERS[model_type])
+        if "tie_word_embeddings" in config and "tie_word_embeddings" not in text:
+            text["tie_word_embeddings"] = config["tie_word_embeddings"]
+        return build_from_hf(text)
+    builder = _HF_BUILDERS.get(model_type)
+    if builder is None:
+        raise unsupported(model_type)
+    return builder(config)
+
+
+def _g(cfg: dict, key: str, default):
+    value = cfg.get(key)
+    return default if value is None else value
+
+
+def _rope_from_params(params: dict, default_theta: float) -> RopeConfig:
+    kind = params.get("rope_type") or params.get("type") or "default"
+    kind = {"gemma4_proportional": "proportional"}.get(kind, kind)
+    keys = ("factor", "partial_rotary_factor", "low_freq_factor", "high_freq_factor",
+            "original_max_position_embeddings", "beta_fast", "beta_slow", "truncate", "attention_factor",
+            "mscale", "mscale_all_dim")
+    kwargs = {k: params[k] for k in keys if params.get(k) is not None}
+    return RopeConfig(theta=float(_g(params, "rope_theta", default_theta)), kind=kind, **kwargs)
+
+
+def _rope_params(cfg: dict, layer_type: str | None, default_theta: float) -> RopeConfig:
+    """The RoPE of a layer type from either config style."""
+    params = cfg.get("rope_parameters")
+    if isinstance(params, dict) and layer_type in params and isinstance(params[layer_type], dict):
+        params = dict(params[layer_type])
+    elif isinstance(params, dict) and ("rope_type" in params or "rope_theta" in params):
+        params = dict(params)
+    else:
+        params = dict(cfg.get("rope_scaling") or {})
+        params.setdefault("rope_theta", cfg.get("rope_theta", default_theta))
+    if "partial_rotary_factor" in cfg and "partial_rotary_factor" not in params:
+        params["partial_rotary_factor"] = cfg["partial_rotary_factor"]
+    return _rope_from_params(params, default_theta)
+
+
+def _eos(cfg: dict) -> tuple:
+    eos = cfg.get("eos_token_id")
+    if eos is None:
+        return ()
+    return tuple(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
+
+
+_NULLABLE = ("sliding_window", "final_logit_softcapping", "attn_logit_softcapping")  # an explicit null means "off"
+
+
+def _common(cfg: dict, defaults: dict) -> dict:
+    d = {**defaults, **{k: v for k, v in cfg.items() if v is not None or k in _NULLABLE}}
+    d["head_dim"] = d.get("head_dim") or d["hidden_size"] // d["num_attention_heads"]
+    d["num_key_value_heads"] = d.get("num_key_value_heads") or d["num_attention_heads"]
+    return d
+
+
+def _layer(d: dict, i: int, kind: str, rope: RopeConfig, *, scale=None, head_dim=None, n_kv=None, **kw):
+    head_dim = head_dim or d["head_dim"]
+    return LayerConfig(index=i, kind=kind, window=d.get("sliding_window") if kind == "sliding" else None,
+                       head_dim=head_dim, n_heads=d["num_attention_heads"],
+                       n_kv_heads=n_kv or d["num_key_value_heads"],
+                       scale=float(scale if scale is not None else head_dim ** -0.5), rope=rope,
+                       intermediate_size=d.get("intermediate_size") or 0, **kw)
+
+
+def _layer_kinds(d: dict, default_types) -> list[str]:
+    types = d.get("layer_types") or default_types
+    out = []
+    for t in types:
+        if t not in ("sliding_attention", "full_attention"):
+            raise ValueError(f"unsupported layer type {t!r} (expected sliding_attention / full_attention)")
+        out.append("sliding" if t == "sliding_attention" else "full")
+    if len(out) != d["num_hidden_layers"]:
+        raise ValueError(f"layer_types has {len(out)} entries for num_hidden_layers={d['num_hidden_layers']}")
+    return out
+
+
+def _model(arch: str, d: dict, layers: list[LayerConfig], **kw) -> ModelConfig:
+    return ModelConfig(arch=arch, vocab_size=int(d["vocab_size"]), hidden_size=int(d["hidden_size"]),
+                       n_layers=int(d["num_hidden_layers"]), layers=tuple(layers), rms_eps=float(d["rms_norm_eps"]),
+                       tie_embeddings=bool(d.get("tie_word_embeddings", False)),
+                       max_position_embeddings=int(d["max_position_embeddings"]),
+                       bos_token_id=d.get("bos_token_id"), eos_token_ids=_eos(d), source="hf", **kw)
+
+
+def _act(name: str) -> str:
+    table = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh",
+             "gelu_new": "gelu_tanh"}
+    if name not in table:
+        raise ValueError(f"unsupported activation {name!r}; supported: {sorted(table)}")
+    return table[name]
+
+
+_LLAMA = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+              num_attention_heads=32, rms_norm_eps=1e-6, max_position_embeddings=2048, hidden_act="silu",
+              tie_word_embeddings=False)
+
+
+def _llama_like(arch: str, defaults: dict, *, qk_norm=False, sliding=None):
+    def build(cfg: dict) -> ModelConfig:
+        d = _common(cfg, defaults)
+        rope = _rope_params(d, None, 10000.0)
+        kinds = sliding(d) if sliding else ["full"] * d["num_hidden_layers"]
+        layers = [_layer(d, i, k, rope) for i, k in enumerate(kinds)]
+        return _model(arch, d, layers, activation=_act(d["hidden_act"]), qk_norm=qk_norm)
+    return build
+
+
+def _mistral_kinds(d):
+    return ["sliding" if d.get("sliding_window") else "full"] * d["num_hidden_layers"]
+
+
+def _qwen_kinds(d):
+    if not d.get("use_sliding_window") or not d.get("sliding_window"):
+        return ["full"] * d["num_hidden_layers"]
+    default = ["sliding_attention" if i >= d.get("max_window_layers", 28) else "full_attention"
+               for i in range(d["num_hidden_layers"])]
+    return _layer_kinds(d, default)
+
+
+_QWEN = dict(_LLAMA, vocab_size=151936, intermediate_size=22016, max_position_embeddings=32768)
+
+
+def _qwen3_moe(cfg: dict) -> ModelConfig:
+    d = _common(cfg, dict(_QWEN, hidden_size=2048, intermediate_size=6144, num_hidden_layers=24,
+                          num_key_value_heads=4, num_experts=128, num_experts_per_tok=8, moe_intermediate_size=768,
+                          norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[]))
+    rope = _rope_params(d, None, 10000.0)
+    kinds = _qwen_kinds(d)
+    step, dense_only = int(d["decoder_sparse_step"]), set(d.get("mlp_only_layers") or [])
+    layers = [_layer(d, i, k, rope, moe=(i not in dense_only and d["num_experts"] > 0 and (i + 1) % step == 0))
+              for i, k in enumerate(kinds)]
+    moe = MoEConfig(n_experts=int(d["num_experts"]), top_k=int(d["num_experts_per_tok"]),
+                    intermediate_size=int(d["moe_intermediate_size"]), gating="softmax",
+                    renormalize=bool(d["norm_topk_prob"]), activation=_act(d["hidden_act"]))
+    return _model("qwen3_moe", d, layers, activation=_act(d["hidden_act"]), qk_norm=True, moe=moe)
+
+
+_GEMMA3 = dict(vocab_size=262208, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+               num_attention_heads=8, num_key_value_heads=4, head_dim=256, rms_norm_eps=1e-6,
+               max_position_embeddings=131072, hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=256,
+               sliding_window=4096, tie_word_embeddings=True)
+
+
+def _gemma_pattern(n: int, period: int) -> list[str]:
+    return ["sliding_attention" if (i + 1) % period else "full_attention" for i in range(n)]
+
+
+def _gemma3(cfg: dict) -> ModelConfig:
+    d = _common(cfg, _GEMMA3)
+    if d.get("use_bidirectional_attention"):
+        raise ValueError("gemma3 with use_bidirectional_attention is an encoder (EmbeddingGemma); not a causal LM")
+    kinds = _layer_kinds(d, _gemma_pattern(d["num_hidden_layers"], int(d.get("sliding_window_pattern", 6))))
+    ropes = _gemma3_ropes(d)
+    scale = float(d["query_pre_attn_scalar"]) ** -0.5
+    layers = [_layer(d, i, k, ropes[k], scale=scale) for i, k in enumerate(kinds)]
+    return _model("gemma3_text", d, layers, activation=_act(d["hidden_activation"]), norm_offset=1.0,
+                  embedding_scale=float(np.float32(math.sqrt(d["hidden_size"]))), qk_norm=True,
+                  sandwich_norms=True, final_softcap=d.get("final_logit_softcapping"),
+                  attn_softcap=d.get("attn_logit_softcapping"))
+
+
+def _gemma3_ropes(d: dict) -> dict:
+    params = d.get("rope_parameters")
+    if isinstance(params, dict) and "full_attention" in params:
+        return {"sliding": _rope_params(d, "sliding_attention", 10000.0),
+                "full": _rope_params(d, "full_attention", 1e6)}
+    full = dict(d.get("rope_scaling") or {})
+    full.setdefault("rope_theta", d.get("rope_theta", 1e6))
+    local = {"rope_theta": d.get("rope_local_base_freq", 10000.0)}
+    return {"sliding": _rope_from_params(local, 10000.0), "full": _rope_from_params(full, 1e6)}
+
+
+_GEMMA4 = dict(vocab_size=262144, hidden_size=2304, intermediate_size=9216, num_hidden_layers=30,
+               num_attention_heads=8, num_key_value_heads=4, head_dim=256, rms_norm_eps=1e-6,
+               max_position_embeddings=131072, hidden_activation="gelu_pytorch_tanh", sliding_window=512,
+               tie_word_embeddings=True, global_head_dim=512, attention_k_eq_v=False, enable_moe_block=False,
+               hidden_size_per_layer_input=0, num_kv_shared_layers=0)
+
+
+def _gemma4(cfg: dict) -> ModelConfig:
+    d = _common(cfg, _GEMMA4)
+    if d.get("hidden_size_per_layer_input"):
+        raise ValueError("gemma4 per-layer input embeddings (hidden_size_per_layer_input > 0, the E2B/E4B models) "
+                         "are not supported yet; supported: the dense and MoE text models without PLE")
+    if d.get("num_kv_shared_layers"):
+        raise ValueError("gemma4 num_kv_shared_layers > 0 (cross-layer KV sharing) is not supported yet")
+    if d.get("use_double_wide_mlp"):
+        raise ValueError("gemma4 use_double_wide_mlp only applies to KV-shared layers, which are not supported yet")
+    if d.get("use_bidirectional_attention") == "all":
+        raise ValueError("gemma4 with use_bidirectional_attention='all' is not a causal LM")
+    kinds = _layer_kinds(d, _gemma_pattern(d["num_hidden_layers"], 6))
+    kinds[-1] = "full"  # transformers forces the last layer to full attention
+    default_rope = {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                    "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+                                       "rope_theta": 1e6}}
+    params = d.get("rope_parameters") or default_rope
+    ropes = {"sliding": _rope_from_params(params["sliding_attention"], 10000.0),
+             "full": _rope_from_params(params["full_attention"], 1e6)}
+    k_eq_v = bool(d["attention_k_eq_v"])
+    n_kv_full = d.get("num_global_key_value_heads") if k_eq_v else None
+    layers = []
+    for i, k in enumerate(kinds):
+        full = k == "full"
+        layers.append(_layer(d, i, k, ropes[k], scale=1.0, head_dim=d["global_head_dim"] if full else None,
+                             n_kv=n_kv_full if full else None, k_eq_v=k_eq_v and full,
+                             moe=bool(d["enable_moe_block"])))
+    moe = None
+    if d["enable_moe_block"]:
+        moe = MoEConfig(n_experts=int(d["num_experts"]), top_k=int(d["top_k_experts"]),
+                        intermediate_size=int(d["moe_intermediate_size"]), gating="softmax", renormalize=True,
+                        router_input_norm=True, per_expert_scale=True, parallel_dense_mlp=True,
+                        activation=_act(d["hidden_activation"]))
+    return _model("gemma4_text", d, layers, activation=_act(d["hidden_activation"]), norm_offset=0.0,
+                  embedding_scale=float(np.float32(math.sqrt(d["hidden_size"]))), qk_norm=True, v_norm=True,
+                  sandwich_norms=True, layer_scalar=True, final_softcap=d.get("final_logit_softcapping"), moe=moe)
+
+
+_GPT_OSS = dict(vocab_size=201088, hidden_size=2880, intermediate_size=2880, num_hidden_layers=36,
+                num_attention_heads=64, num_key_value_heads=8, head_dim=64, rms_norm_eps=1e-5,
+                max_position_embeddings=131072, sliding_window=128, num_local_experts=128, num_experts_per_tok=4,
+                swiglu_alpha=1.702, swiglu_limit=7.0, tie_word_embeddings=False, hidden_act="silu")
+_GPT_OSS_ROPE = {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+                 "original_max_position_embeddings": 4096, "rope_theta": 150000.0}
+
+
+def _gpt_oss(cfg: dict) -> ModelConfig:
+    d = _common(cfg, _GPT_OSS)
+    kinds = _layer_kinds(d, ["sliding_attention" if (i + 1) % 2 else "full_attention"
+                             for i in range(d["num_hidden_layers"])])
+    params = d.get("rope_parameters") or dict(d.get("rope_scaling") or _GPT_OSS_ROPE)
+    params = {**params, "rope_theta": params.get("rope_theta", d.get("rope_theta", 150000.0))}
+    rope = _rope_from_params(params, 150000.0)
+    layers = [_layer(d, i, k, rope, sinks=True, moe=True) for i, k in enumerate(kinds)]
+    moe = MoEConfig(n_experts=int(d["num_local_experts"]), top_k=int(d["num_experts_per_tok"]),
+                    intermediate_size=int(d["intermediate_size"]), gating="topk_softmax", renormalize=False,
+                    activation="swiglu_oai", swiglu_alpha=float(d["swiglu_alpha"]),
+                    swiglu_limit=float(d["swiglu_limit"]), expert_bias=True)
+    return _model("gpt_oss", d, layers, activation="silu", moe=moe)
+
+
+_HF_BUILDERS = {
+    "llama": _llama_like("llama", _LLAMA),
+    "mistral": _llama_like("mistral", dict(_LLAMA, intermediate_size=14336, num_key_value_heads=8,
+                                           max_position_embeddings=131072, sliding_window=4096),
+                           sliding=_mistral_kinds),
+    "qwen2": _llama_like("qwen2", _QWEN, sliding=_qwen_kinds),
+    "qwen3": _llama_like("qwen3", _QWEN, qk_norm=True, sliding=_qwen_kinds),
+    "qwen3_moe": _qwen3_moe,
+    "gemma3_text": _gemma3,
+    "gemma4_text": _gemma4,
+    "gpt_oss": _gpt_oss,
+}
+
+# ---- GGUF -------------------------------------------------------------------------------------------------------
+from .config_gguf import GGUF_ARCHS, build_from_gguf  # noqa: E402,F401  (re-export; GGUF builders live apart)

@@ -1,0 +1,116 @@
+"""The transformer forward pass, written only in impnb.ops calls, for every architecture impnb.config supports.
+
+Legend: T = tokens, H = hidden, V = vocab.
+
+    model = Model(config, tensors, backend=None)      # tensors: HF names -> arrays / NVFP4Tensor (dequantized once)
+    cache = model.new_cache(max_tokens)                # impnb.kvcache.KVCache (ring buffers for sliding layers)
+    logits = model.forward(ids, cache, taps=None)      # float32 [T, V]; appends to the cache; chunked prefill
+    logits = model.logits(ids)                         # full forward on a fresh cache
+
+``backend`` ("reference" | "cuda" | "check" | None) is bound once per op (OpTable): the model code is the same on
+every path. ``taps.tap(name, layer, array)`` is called (per prefill chunk, in graph order) with: ``embedding``;
+per layer ``attn_norm``, ``q``, ``k`` (after QK-norm and RoPE), ``v``, ``attn_out``, ``ffn_norm``,
+``router_logits`` (MoE layers), ``ffn_out``, ``residual``; then ``final_norm`` and ``logits``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ops as _ops
+from ..config import ModelConfig
+from ..kvcache import ContextOverflow, KVCache
+from ..reference.rope import rope_inv_freq
+from . import blocks
+from .weights import WeightStore, check_layer_count, load_layer
+
+__all__ = ["Model", "OpTable", "ContextOverflow"]
+
+
+class OpTable:
+    """``ops.<name>`` bound to one backend. Ops that resolve to the reference call it directly (no dispatch cost)."""
+
+    def __init__(self, backend: str | None = None):
+        self.backend = backend
+
+    def __getattr__(self, name: str):
+        backend = self.backend or _ops.default_backend(name)
+        if backend == "reference":
+            fn = _ops.reference_impl(name)
+        else:
+            def fn(*args, _name=name, _backend=backend, **kwargs):
+                return _ops.call(_name, *args, backend=_backend, **kwargs)
+        setattr(self, name, fn)
+        return fn
+
+
+class Model:
+    def __init__(self, config: ModelConfig, tensors, backend: str | None = None, *, progress=None):
+        self.config = config
+        self.ops = OpTable(backend)
+        store = WeightStore(tensors)
+        check_layer_count(store, config)
+        h = config.hidden_size
+        self.embed = store.get("embed_tokens.weight", (config.vocab_size, h))
+        self.final_norm = store.get("norm.weight", (h,))
+        lm_head = store.get("lm_head.weight", (config.vocab_size, h), optional=True)
+        self.lm_head = self.embed if lm_head is None else lm_head  # absent head: tied to the embedding
+        self.layers = []
+        for lc in config.layers:
+            self.layers.append(load_layer(store, config, lc))
+            if progress is not None:
+                progress(lc.index + 1, config.n_layers)
+        freq_factors = store.get("rope_freqs.weight", optional=True)
+        self.ropes = [self._rope_table(lc, freq_factors) for lc in config.layers]
+        self.unused_tensors = store.unused()
+
+    def _rope_table(self, lc, freq_factors):
+        rope = lc.rope
+        if freq_factors is not None and rope.freq_factors is None and lc.kind == "full":
+            from dataclasses import replace
+            rope = replace(rope, freq_factors=tuple(float(f) for f in freq_factors))
+        return rope_inv_freq(rope, lc.head_dim, self.config.max_position_embeddings)
+
+    # ---- public API ----
+    def new_cache(self, max_tokens: int | None = None, *, chunk: int = 256) -> KVCache:
+        """A KV cache for ``max_tokens`` tokens (default: the model's context)."""
+        return KVCache(self.config, max_tokens or self.config.max_position_embeddings, chunk=chunk)
+
+    def forward(self, ids, cache: KVCache, taps=None, *, last_only: bool = False) -> np.ndarray:
+        """Run ``ids`` [T] after what ``cache`` holds; float32 logits [T, V] ([1, V] with last_only)."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if ids.size == 0:
+            raise ValueError("forward needs at least one token id")
+        cache.reserve(ids.size)
+        outputs = []
+        for start in range(0, ids.size, cache.chunk):
+            chunk = ids[start:start + cache.chunk]
+            is_last = start + chunk.size == ids.size
+            logits = self._forward_chunk(chunk, cache, taps, last_only=last_only)
+            if not last_only or is_last:
+                outputs.append(logits)
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=0)
+
+    def logits(self, ids) -> np.ndarray:
+        """Full forward of ``ids`` on a fresh cache: float32 [len(ids), V]."""
+        ids = np.asarray(ids).reshape(-1)
+        return self.forward(ids, self.new_cache(max(1, ids.size)))
+
+    # ---- the forward pass ----
+    def _forward_chunk(self, ids, cache: KVCache, taps, *, last_only: bool) -> np.ndarray:
+        ops, cfg = self.ops, self.config
+        positions = cache.positions(ids.size)
+        x = ops.embedding(ids, self.embed, scale=cfg.embedding_scale)  # [T, H]
+        blocks._tap(taps, "embedding", None, x)
+        masks = {}
+        for lc, w, rope, kv in zip(cfg.layers, self.layers, self.ropes, cache.layers):
+            x = blocks.decoder_layer(ops, x, w, lc, cfg, (kv, positions, rope, masks), taps)
+        cache.advance(ids.size)
+        if last_only:
+            x = x[-1:]
+        x = blocks.norm(ops, x, self.final_norm, cfg)
+        blocks._tap(taps, "final_norm", None, x)
+        logits = ops.linear(x, self.lm_head)  # [T, V]
+        if cfg.final_softcap:
+            logits = ops.softcap(logits, cap=cfg.final_softcap)
+        blocks._tap(taps, "logits", None, logits)
+        return logits

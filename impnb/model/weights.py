@@ -1,0 +1,181 @@
+"""Model weights: checkpoint tensors (HF names, HF orientation) -> float32 arrays laid out for the forward pass.
+
+Legend: H = hidden, V = vocab, Hq / Hkv = query / KV heads, D = head dim, I = FFN width, E = experts.
+
+Done ONCE at load: every weight becomes a dense float32 array (NVFP4Tensor through the reference dequantizer,
+bf16/f16 widened; GGUF tensors arrive dequantized), and
+    qkv      [(Hq + 2 Hkv) D, H]  q, k, v projections fused into one GEMM (k_eq_v layers: q and k only)
+    gate_up  [2 I, H]             MLP gate rows then up rows, one GEMM
+    experts  gate_up [E, 2I, H], down [E, H, I]   whatever the checkpoint's expert layout:
+             per-expert HF tensors, stacked [E, out, in] (impnb GGUF/safetensors loaders), transformers-5 fused
+             ``experts.gate_up_proj`` [E, 2I, H], or gpt-oss's [E, H, 2I] with gate/up INTERLEAVED in columns.
+Accepted name prefixes: ``model.``, ``language_model.``, ``model.language_model.`` (multimodal wrappers).
+A tensor the model needs and cannot find raises FormatError naming it; tensors left unused are reported.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..errors import FormatError
+
+_PREFIXES = ("model.language_model.", "language_model.model.", "language_model.", "model.")
+
+
+def canonical(name: str) -> str:
+    for prefix in _PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def dense(value, name: str = "") -> np.ndarray:
+    """A float32 NumPy array from an array / NVFP4Tensor / stacked tuple of NVFP4Tensor."""
+    from ..formats import NVFP4Tensor
+    if isinstance(value, NVFP4Tensor):
+        from ..reference.nvfp4 import nvfp4_dequantize
+        return np.asarray(nvfp4_dequantize(value), dtype=np.float32)
+    if isinstance(value, (tuple, list)):
+        return np.stack([dense(v, name) for v in value])
+    if not hasattr(value, "dtype"):
+        raise FormatError(f"tensor {name}: cannot use a {type(value).__name__} as a weight (MXFP4 is not "
+                          f"dequantized by the model yet)")
+    return np.ascontiguousarray(value, dtype=np.float32)
+
+
+class WeightStore:
+    """Canonical-name view of the checkpoint's tensors that records which names were consumed."""
+
+    def __init__(self, tensors):
+        self.raw = {canonical(k): k for k in tensors}
+        self.tensors = tensors
+        self.used: set[str] = set()
+
+    def has(self, name: str) -> bool:
+        return name in self.raw
+
+    def get(self, name: str, shape: tuple | None = None, *, optional: bool = False):
+        if name not in self.raw:
+            if optional:
+                return None
+            raise FormatError(f"checkpoint lacks tensor {name!r} (canonical name; prefixes {_PREFIXES} accepted)")
+        self.used.add(name)
+        arr = dense(self.tensors[self.raw[name]], name)
+        if shape is not None and tuple(arr.shape) != tuple(shape):
+            raise FormatError(f"tensor {name}: shape {tuple(arr.shape)}, expected {tuple(shape)}")
+        return arr
+
+    def unused(self) -> list[str]:
+        return sorted(set(self.raw) - self.used)
+
+
+def load_layer(store: WeightStore, config, lc) -> dict:
+    """All float32 weights of layer ``lc`` (a LayerConfig), keyed by role."""
+    p, h = f"layers.{lc.index}.", config.hidden_size
+    w = {"attn_norm": store.get(p + "input_layernorm.weight", (h,))}
+    w.update(_attention(store, p + "self_attn.", config, lc))
+    if config.sandwich_norms:
+        w["post_attn_norm"] = store.get(p + "post_attention_layernorm.weight", (h,))
+        w["ffn_norm"] = store.get(p + "pre_feedforward_layernorm.weight", (h,))
+        w["post_ffn_norm"] = store.get(p + "post_feedforward_layernorm.weight", (h,))
+    else:
+        w["ffn_norm"] = store.get(p + "post_attention_layernorm.weight", (h,))
+    moe = config.moe if lc.moe else None
+    if moe is None or moe.parallel_dense_mlp:
+        w["mlp"] = _mlp(store, p + "mlp.", h)
+    if moe is not None:
+        w["moe"] = _moe(store, p, config, moe)
+    if config.layer_scalar:
+        scalar = store.get(p + "layer_scalar", optional=True)
+        w["layer_scalar"] = None if scalar is None else np.float32(scalar.reshape(-1)[0])
+    return w
+
+
+def _attention(store, p, config, lc) -> dict:
+    h, d = config.hidden_size, lc.head_dim
+    q = store.get(p + "q_proj.weight", (lc.n_heads * d, h))
+    k = store.get(p + "k_proj.weight", (lc.n_kv_heads * d, h))
+    parts = [q, k] if lc.k_eq_v else [q, k, store.get(p + "v_proj.weight", (lc.n_kv_heads * d, h))]
+    names = ["q_proj", "k_proj"] + ([] if lc.k_eq_v else ["v_proj"])
+    biases = [store.get(p + n + ".bias", (part.shape[0],), optional=True) for n, part in zip(names, parts)]
+    w = {"qkv": np.concatenate(parts, axis=0),
+         "qkv_bias": None if all(b is None for b in biases) else
+         np.concatenate([b if b is not None else np.zeros(part.shape[0], np.float32)
+                         for b, part in zip(biases, parts)]),
+         "o": store.get(p + "o_proj.weight", (h, lc.n_heads * d)),
+         "o_bias": store.get(p + "o_proj.bias", (h,), optional=True)}
+    if config.qk_norm:
+        nd = config.qk_norm_dim or d
+        w["q_norm"] = store.get(p + "q_norm.weight", (nd,))
+        w["k_norm"] = store.get(p + "k_norm.weight", (nd,))
+    if lc.sinks:
+        w["sinks"] = store.get(p + "sinks", (lc.n_heads,))
+    return w
+
+
+def _mlp(store, p, h) -> dict:
+    gate = store.get(p + "gate_proj.weight")
+    up = store.get(p + "up_proj.weight", gate.shape)
+    down = store.get(p + "down_proj.weight", (h, gate.shape[0]))
+    if gate.shape[1] != h:
+        raise FormatError(f"{p}gate_proj.weight: shape {gate.shape}, expected [I, {h}]")
+    return {"gate_up": np.concatenate([gate, up], axis=0), "down": down}
+
+
+def _moe(store, p, config, moe) -> dict:
+    h, e, i = config.hidden_size, moe.n_experts, moe.intermediate_size
+    if moe.router_input_norm:  # Gemma-4 router: proj(rmsnorm(x) * scale * H^-0.5)
+        w = {"router": store.get(p + "router.proj.weight", (e, h)), "router_bias": None,
+             "router_in_scale": store.get(p + "router.scale", (h,)) * np.float32(h ** -0.5),
+             "expert_scale": store.get(p + "router.per_expert_scale", (e,)),
+             "post_dense_norm": store.get(p + "post_feedforward_layernorm_1.weight", (h,)),
+             "pre_experts_norm": store.get(p + "pre_feedforward_layernorm_2.weight", (h,)),
+             "post_experts_norm": store.get(p + "post_feedforward_layernorm_2.weight", (h,))}
+        base = p + "experts."
+    else:
+        name = "mlp.router" if store.has(p + "mlp.router.weight") else "mlp.gate"
+        w = {"router": store.get(p + name + ".weight", (e, h)),
+             "router_bias": store.get(p + name + ".bias", (e,), optional=True), "expert_scale": None}
+        base = p + "mlp.experts."
+    w.update(_experts(store, base, e, h, i))
+    if moe.n_shared_experts:
+        w["shared"] = _mlp(store, p + "mlp.shared_expert.", h)
+    return w
+
+
+def _experts(store, base, e, h, i) -> dict:
+    if store.has(base + "gate_up_proj"):
+        gu = store.get(base + "gate_up_proj")
+        down = store.get(base + "down_proj")
+        bias = store.get(base + "gate_up_proj_bias", optional=True)
+        if gu.shape == (e, h, 2 * i):  # gpt-oss: [E, H, 2I], gate / up interleaved in the columns
+            gu = np.concatenate([gu[:, :, 0::2], gu[:, :, 1::2]], axis=2).transpose(0, 2, 1)
+            bias = None if bias is None else np.concatenate([bias[:, 0::2], bias[:, 1::2]], axis=1)
+            down = down.transpose(0, 2, 1)
+        if gu.shape != (e, 2 * i, h) or down.shape != (e, h, i):
+            raise FormatError(f"{base}gate_up_proj / down_proj: shapes {gu.shape} / {down.shape}, expected "
+                              f"[{e}, {2 * i}, {h}] / [{e}, {h}, {i}]")
+        return {"gate_up": np.ascontiguousarray(gu), "down": np.ascontiguousarray(down),
+                "gate_up_bias": bias, "down_bias": store.get(base + "down_proj_bias", (e, h), optional=True)}
+    if store.has(base + "gate_proj.weight") or store.has(base + "gate_proj"):
+        sfx = ".weight" if store.has(base + "gate_proj.weight") else ""
+        gate = store.get(base + "gate_proj" + sfx, (e, i, h))
+        up = store.get(base + "up_proj" + sfx, (e, i, h))
+        down = store.get(base + "down_proj" + sfx, (e, h, i))
+    else:  # per-expert tensors
+        gate = np.stack([store.get(f"{base}{j}.gate_proj.weight", (i, h)) for j in range(e)])
+        up = np.stack([store.get(f"{base}{j}.up_proj.weight", (i, h)) for j in range(e)])
+        down = np.stack([store.get(f"{base}{j}.down_proj.weight", (h, i)) for j in range(e)])
+    return {"gate_up": np.concatenate([gate, up], axis=1), "down": down, "gate_up_bias": None, "down_bias": None}
+
+
+_LAYER_RE = re.compile(r"^layers\.(\d+)\.")
+
+
+def check_layer_count(store: WeightStore, config) -> None:
+    """Refuse a checkpoint whose layer tensors go past config.n_layers (a config/weights mismatch)."""
+    found = {int(m.group(1)) for n in store.raw if (m := _LAYER_RE.match(n))}
+    if found and max(found) >= config.n_layers:
+        raise FormatError(f"checkpoint has tensors for layer {max(found)} but the config says "
+                          f"{config.n_layers} layers")

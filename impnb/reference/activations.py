@@ -1,0 +1,58 @@
+"""Activations and gated MLP nonlinearities: the reference for impnb/cuda/activations.py.
+
+All elementwise, any shape, float32 in and out (computed in float32, as transformers does in float32 mode):
+    silu(x)        = x * sigmoid(x)                                   (Llama/Qwen SwiGLU gate)
+    gelu_tanh(x)   = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))  (Gemma GeGLU, "gelu_pytorch_tanh")
+    swiglu(g, u)   = silu(g) * u
+    geglu_tanh(g, u) = gelu_tanh(g) * u
+    swiglu_oai(g, u; alpha, limit) = (clip(u, -limit, limit) + 1) * gc * sigmoid(alpha * gc), gc = min(g, limit)
+                                                                      (gpt-oss GptOssExperts._apply_gate)
+    softcap(x; cap) = cap * tanh(x / cap)                             (Gemma final / attention logit softcap)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_GELU_C = np.float32(np.sqrt(2.0 / np.pi))
+
+
+def _sigmoid(x):
+    # exp of -|x| never overflows; sigmoid(x) = 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) for x < 0
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
+
+
+def silu(x):
+    """silu(x) = x * sigmoid(x), elementwise, float32."""
+    x = np.asarray(x, dtype=np.float32)
+    return x * _sigmoid(x)
+
+
+def gelu_tanh(x):
+    """gelu_tanh(x) = 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))), elementwise, float32."""
+    x = np.asarray(x, dtype=np.float32)
+    inner = _GELU_C * (x + np.float32(0.044715) * x * x * x)
+    return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner))
+
+
+def swiglu(gate, up):
+    """SwiGLU: silu(gate) * up, elementwise over equal shapes, float32."""
+    return silu(gate) * np.asarray(up, dtype=np.float32)
+
+
+def geglu_tanh(gate, up):
+    """GeGLU with the tanh GELU: gelu_tanh(gate) * up, elementwise over equal shapes, float32."""
+    return gelu_tanh(gate) * np.asarray(up, dtype=np.float32)
+
+
+def swiglu_oai(gate, up, *, alpha=1.702, limit=7.0):
+    """gpt-oss clamped SwiGLU: g = min(gate, limit); u = clip(up, -limit, limit); (u + 1) * g * sigmoid(alpha * g)."""
+    g = np.minimum(np.asarray(gate, dtype=np.float32), np.float32(limit))
+    u = np.clip(np.asarray(up, dtype=np.float32), np.float32(-limit), np.float32(limit))
+    return (u + np.float32(1.0)) * (g * _sigmoid(np.float32(alpha) * g))
+
+
+def softcap(x, *, cap):
+    """Logit soft-capping: cap * tanh(x / cap), elementwise, float32 (x / cap is a true division, as in HF)."""
+    x = np.asarray(x, dtype=np.float32)
+    return np.float32(cap) * np.tanh(x / np.float32(cap))

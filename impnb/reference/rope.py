@@ -1,0 +1,128 @@
+"""Rotary position embedding: the reference for impnb/cuda/rope.py, plus the inv_freq formulas (a helper, not an op).
+
+Dimensions: T = tokens, H = heads, D = head_dim, R = rotary_dim (<= D), F = R / 2 frequencies.
+
+    angle[t, f] = float32(pos[t]) * inv_freq[f]                      (float32 product, as transformers)
+    neox style (HF rotate_half; pairs (i, i + R/2)), for i < R/2:
+        y[i]       = x[i] cos(angle_i) - x[i + R/2] sin(angle_i)
+        y[i + R/2] = x[i + R/2] cos(angle_i) + x[i] sin(angle_i)
+    interleaved style (GPT-J / llama.cpp "norm"; pairs (2i, 2i + 1)):
+        y[2i] = x[2i] cos - x[2i+1] sin,  y[2i+1] = x[2i+1] cos + x[2i] sin
+    dimensions R..D-1 pass through unchanged (partial rotary); cos and sin are multiplied by attention_scaling
+    (YaRN's mscale; 1 otherwise).
+
+inv_freq (``rope_inv_freq``; transformers modeling_rope_utils.py): with d = R,
+    default:      inv_freq[f] = theta ** (-2f / d)
+    linear:       default / factor
+    llama3:       per wavelength 2 pi / inv_freq: > orig/low_freq_factor -> / factor; < orig/high_freq_factor ->
+                  kept; between -> (1 - s) inv / factor + s inv, s = (orig / wavelen - low) / (high - low)
+    yarn:         blend of inv and inv / factor with a linear ramp over [low, high] correction dims;
+                  attention_scaling = 0.1 ln(factor) + 1 (or the mscale ratio, or attention_factor)
+    proportional: (Gemma-4 full layers) the first int(p * D // 2) frequencies are theta ** (-2f / D) (note: / D,
+                  the whole head), the rest are 0 (cos 1, sin 0), then / factor; the rotation spans all of D.
+    freq_factors: (llama.cpp rope_freqs) inv_freq /= freq_factors afterwards.
+Computed in float64 and rounded once to float32 (transformers computes them in float32; <= 1 ulp apart).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def rope(x, positions, inv_freq, *, style="neox", attention_scaling=1.0):
+    """Rotate x [T, H, D] at integer positions [T] with inv_freq [F] (rotary_dim R = 2F <= D): float32 [T, H, D]."""
+    x = np.asarray(x, dtype=np.float32)
+    inv_freq = np.asarray(inv_freq, dtype=np.float32)
+    rot = 2 * inv_freq.shape[0]
+    if rot > x.shape[-1]:
+        raise ValueError(f"rope: {inv_freq.shape[0]} frequencies need rotary_dim {rot} > head_dim {x.shape[-1]}")
+    angle = np.asarray(positions).astype(np.float32)[:, None] * inv_freq[None, :]  # [T, F]
+    cos = (np.cos(angle) * np.float32(attention_scaling)).astype(np.float32)[:, None, :]  # [T, 1, F]
+    sin = (np.sin(angle) * np.float32(attention_scaling)).astype(np.float32)[:, None, :]
+    out = x.copy()
+    if style == "neox":
+        half = rot // 2
+        a, b = x[..., :half], x[..., half:rot]
+        out[..., :half] = a * cos - b * sin
+        out[..., half:rot] = b * cos + a * sin
+    elif style == "interleaved":
+        a, b = x[..., 0:rot:2], x[..., 1:rot:2]
+        out[..., 0:rot:2] = a * cos - b * sin
+        out[..., 1:rot:2] = b * cos + a * sin
+    else:
+        raise ValueError(f"rope style {style!r}; expected 'neox' or 'interleaved'")
+    return out
+
+
+def rope_inv_freq(rope_cfg, head_dim: int, max_position_embeddings: int | None = None):
+    """(inv_freq float32 [F], attention_scaling float) for an impnb.config.RopeConfig at this head_dim."""
+    kind = rope_cfg.kind
+    if kind == "proportional":
+        inv = _proportional(rope_cfg, head_dim)
+        scaling = 1.0
+    else:
+        dim = int(head_dim * rope_cfg.partial_rotary_factor)
+        inv = 1.0 / rope_cfg.theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+        scaling = 1.0
+        if kind == "linear":
+            inv = inv / rope_cfg.factor
+        elif kind == "llama3":
+            inv = _llama3(rope_cfg, inv, max_position_embeddings)
+        elif kind == "yarn":
+            inv, scaling = _yarn(rope_cfg, dim, max_position_embeddings)
+    if rope_cfg.freq_factors is not None:
+        factors = np.asarray(rope_cfg.freq_factors, dtype=np.float64)
+        if factors.shape != inv.shape:
+            raise ValueError(f"rope freq_factors has {factors.shape[0]} entries for {inv.shape[0]} frequencies")
+        inv = inv / factors
+    return inv.astype(np.float32), float(scaling)
+
+
+def _proportional(cfg, head_dim):
+    angles = int(cfg.partial_rotary_factor * head_dim // 2)
+    rotated = 1.0 / cfg.theta ** (np.arange(0, 2 * angles, 2, dtype=np.float64) / head_dim)
+    inv = np.concatenate([rotated, np.zeros(head_dim // 2 - angles)])
+    return inv / cfg.factor
+
+
+def _llama3(cfg, inv, max_pos):
+    orig = cfg.original_max_position_embeddings or max_pos
+    low_wavelen = orig / cfg.low_freq_factor
+    high_wavelen = orig / cfg.high_freq_factor
+    wavelen = 2 * math.pi / inv
+    scaled = np.where(wavelen > low_wavelen, inv / cfg.factor, inv)
+    smooth = (orig / wavelen - cfg.low_freq_factor) / (cfg.high_freq_factor - cfg.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / cfg.factor + smooth * scaled
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return np.where(medium, smoothed, scaled)
+
+
+def _yarn(cfg, dim, max_pos):
+    base, factor = cfg.theta, cfg.factor
+    orig = cfg.original_max_position_embeddings or max_pos
+
+    def mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    if cfg.attention_factor is not None:
+        scaling = cfg.attention_factor
+    elif cfg.mscale and cfg.mscale_all_dim:
+        scaling = mscale(factor, cfg.mscale) / mscale(factor, cfg.mscale_all_dim)
+    else:
+        scaling = mscale(factor)
+
+    def correction_dim(rotations):
+        return dim * math.log(orig / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = correction_dim(cfg.beta_fast), correction_dim(cfg.beta_slow)
+    if cfg.truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+    pos_freqs = base ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    extrapolation_weight = 1 - ramp
+    inv = (1.0 / (factor * pos_freqs)) * (1 - extrapolation_weight) + (1.0 / pos_freqs) * extrapolation_weight
+    return inv, scaling

@@ -1,0 +1,30 @@
+"""Cross-check cases of the activations (impnb/reference/activations.py): wide ranges incl. large |x|, the gpt-oss
+clamp limits, softcap past the cap."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import case
+
+
+def _x(rng, size, spread=4.0):
+    n = 37 if size == "tiny" else 4 * 8960
+    return (rng.standard_normal(n) * spread).astype(np.float32)
+
+
+for _name in ("silu", "gelu_tanh"):
+    case(_name, "wide")(lambda rng, size: ((_x(rng, size, 6.0),), {}))
+    case(_name, "extremes")(lambda rng, size: ((np.array([-100, -20, -1e-3, 0, 1e-3, 20, 100], np.float32),), {}))
+
+for _name in ("swiglu", "geglu_tanh"):
+    case(_name, "wide")(lambda rng, size: ((_x(rng, size), _x(rng, size)), {}))
+
+
+@case("swiglu_oai", "clamped")
+def _oai(rng, size):
+    return (_x(rng, size, 8.0), _x(rng, size, 8.0)), {"alpha": 1.702, "limit": 7.0}
+
+
+@case("softcap", "logits")
+def _softcap(rng, size):
+    return (_x(rng, size, 40.0),), {"cap": 30.0}

@@ -1,0 +1,22 @@
+"""Cross-check cases of embedding (impnb/reference/embedding.py): Gemma's sqrt(hidden) scale, repeated ids."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import case
+
+
+@case("embedding", "scaled_repeats")
+def _scaled(rng, size):
+    v, d, t = (50, 8, 6) if size == "tiny" else (49152, 576, 32)
+    table = rng.standard_normal((v, d)).astype(np.float32)
+    ids = rng.integers(0, v, size=t)
+    ids[-1] = ids[0]
+    return (ids, table), {"scale": float(np.float32(np.sqrt(d)))}
+
+
+@case("embedding", "edges")
+def _edges(rng, size):
+    v, d = (17, 5) if size == "tiny" else (262144, 640)
+    table = rng.standard_normal((v, d)).astype(np.float32)
+    return (np.array([0, v - 1, 1]), table), {}

@@ -1,0 +1,34 @@
+"""Cross-check cases of rms_norm (impnb/reference/norms.py): awkward widths, Gemma's +1 offset, weightless, QK-norm."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import case
+
+
+def _x(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+@case("rms_norm", "llama_weight")
+def _llama(rng, size):
+    t, d = (3, 37) if size == "tiny" else (7, 576)  # real: SmolLM2-135M hidden
+    return (_x(rng, t, d), (1.0 + 0.1 * _x(rng, d))), {"eps": 1e-5}
+
+
+@case("rms_norm", "gemma_offset1")
+def _gemma(rng, size):
+    t, d = (2, 40) if size == "tiny" else (5, 640)  # real: Gemma-3-270M hidden
+    return (_x(rng, t, d) * 30.0, 0.2 * _x(rng, d)), {"eps": 1e-6, "offset": 1.0}
+
+
+@case("rms_norm", "weightless_v_norm")
+def _weightless(rng, size):
+    t, h, d = (2, 3, 16) if size == "tiny" else (4, 8, 256)
+    return (_x(rng, t, h, d), None), {"eps": 1e-6}
+
+
+@case("rms_norm", "qk_norm_chunks")
+def _chunks(rng, size):
+    t, h, c, d = (2, 2, 2, 8) if size == "tiny" else (3, 16, 4, 128)  # head_dim = c * d, norm per chunk of d
+    return (_x(rng, t, h, c, d), 1.0 + 0.1 * _x(rng, d)), {"eps": 1e-6}
