@@ -11,13 +11,15 @@ Checkpoint fields:
     format        "safetensors" | "gguf"
     raw_config    config.json as a dict (safetensors) or the GGUF metadata dict
     config        impnb.config.ModelConfig built from raw_config (None when there is no config.json)
-    quantization  None | "nvfp4-compressed-tensors" | "nvfp4-modelopt" | "mxfp4-compressed-tensors" |
-                  "mxfp4-modelopt" | "mxfp4-gpt-oss" (see impnb.loaders.quant)
+    quantization  safetensors: None | "nvfp4-compressed-tensors" | "nvfp4-modelopt" | "mxfp4-compressed-tensors" |
+                  "mxfp4-modelopt" | "mxfp4-gpt-oss" (see impnb.loaders.quant); GGUF: "gguf-<general.file_type>",
+                  e.g. "gguf-Q4_1" (informational: the GGUF reader dequantizes per tensor)
     tensors       name -> NumPy array (zero-copy mmap view) | NVFP4Tensor | tuple of NVFP4Tensor (stacked experts) |
                   MXFP4Tensor. Safetensors names are the checkpoint's own; GGUF names are the GGUF reader's.
     metadata      the safetensors "__metadata__" (merged over shards), or {} for GGUF
     tokenizer     the GGUF reader's tokenizer info (None for safetensors: see impnb.tokenizer)
     report        impnb.loaders.quant.QuantReport (quantized modules, unusable global scales, fused mismatches)
+    source        the reader object (SafetensorsCheckpoint, or the GGUF reader's file) for raw access
 Every malformed input raises impnb.FormatError; a valid but unsupported one raises impnb.Unsupported.
 """
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Checkpoint:
     metadata: dict = field(default_factory=dict)
     tokenizer: object = None
     report: QuantReport = field(default_factory=QuantReport)
+    source: object = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         arch = getattr(self.config, "arch", None) or (self.raw_config or {}).get("model_type")
@@ -116,7 +119,7 @@ def _load_safetensors(path: Path, directory: Path) -> Checkpoint:
     st = open_safetensors(path)
     tensors, report = assemble(st.infos, st.tensor, scheme)
     return Checkpoint(path, "safetensors", tensors, raw, _model_config(raw, "hf"),
-                      scheme.name if scheme else None, st.metadata, None, report)
+                      scheme.name if scheme else None, st.metadata, None, report, st)
 
 
 def _load_gguf(path: Path) -> Checkpoint:
@@ -126,5 +129,16 @@ def _load_gguf(path: Path) -> Checkpoint:
         if exc.name != "impnb.loaders.gguf":
             raise
         raise FormatError(f"{path}: GGUF support (impnb.loaders.gguf) is not available ({exc})") from None
-    metadata, tensors, tokenizer = read_gguf(path)
-    return Checkpoint(path, "gguf", tensors, metadata, _model_config(metadata, "gguf"), None, {}, tokenizer)
+    source = read_gguf(path)
+    metadata, tensors, tokenizer = source
+    return Checkpoint(path, "gguf", tensors, metadata, _model_config(metadata, "gguf"), _gguf_file_type(metadata),
+                      {}, tokenizer, QuantReport(), source)
+
+
+def _gguf_file_type(metadata: dict) -> str | None:
+    code = metadata.get("general.file_type")
+    try:
+        import gguf
+        return "gguf-" + gguf.LlamaFileType(code).name.removeprefix("MOSTLY_")
+    except (ImportError, ValueError, TypeError):
+        return None if code is None else f"gguf-file-type-{code}"

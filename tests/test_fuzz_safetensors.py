@@ -1,0 +1,180 @@
+"""Bounded fuzzing of the safetensors reader (hypothesis): mutate the header length, header bytes, dtypes, shapes
+and offsets of a small valid file. Each case must either load (every view inside the file) or raise FormatError:
+never another exception, never a hang (per-case time bound), never an allocation beyond a small multiple of the
+file size (tracemalloc peak), whatever size the header claims. The number of cases run is printed."""
+from __future__ import annotations
+
+import json
+import time
+import tracemalloc
+import warnings
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from impnb import FormatError
+from impnb.loaders.safetensors import DTYPES, MAX_HEADER_BYTES, SafetensorsFile, save_safetensors
+
+EXAMPLES = 300  # per strategy; the whole module runs in a few seconds
+SECONDS_PER_CASE = 2.0
+CASES = {"run": 0, "loaded": 0, "rejected": 0}
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def _base_file(path) -> bytes:
+    tensors = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3),
+               "b.bias": np.ones(4, dtype=ml_dtypes.bfloat16),
+               "c.weight_scale": np.array([[0x38, 0x7E], [0x01, 0x20]], dtype=np.uint8),
+               "d.ids": np.array([7], dtype=np.int64),
+               "e.empty": np.zeros((0, 3), dtype=np.uint8)}
+    save_safetensors(path, tensors, {"format": "pt"}, dtypes={"c.weight_scale": "F8_E4M3"})
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fuzz")
+    raw = _base_file(d / "base.safetensors")
+    n = int.from_bytes(raw[:8], "little")
+    return d, raw, json.loads(raw[8:8 + n]), raw[8 + n:]
+
+
+def _touch(view) -> int:
+    """Read every byte of a view (a view outside the mmap would fault or raise here)."""
+    flat = np.ascontiguousarray(view).reshape(-1)
+    return int(flat.view(np.uint8).sum()) if flat.size else 0
+
+
+def check(directory, content: bytes) -> None:
+    """The property: load or FormatError; views inside the file; bounded time and memory."""
+    path = directory / "case.safetensors"
+    path.write_bytes(content)
+    CASES["run"] += 1
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            f = SafetensorsFile(path)
+            total = 0
+            for name in f.keys():
+                view = f.tensor(name)
+                total += view.nbytes
+                _touch(view)
+        assert total <= len(content)
+        CASES["loaded"] += 1
+    except FormatError as exc:
+        assert str(path) in str(exc)
+        CASES["rejected"] += 1
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    elapsed = time.perf_counter() - start
+    assert elapsed < SECONDS_PER_CASE, f"{elapsed:.2f} s for a {len(content)}-byte file"
+    assert peak <= 512 * 1024 + 64 * len(content), f"peak {peak} bytes for a {len(content)}-byte file"
+
+
+# ------------------------------------------------------------------------------------------- strategies
+
+EDGE_LENGTHS = [0, 1, 2, 7, 8, 2**31, 2**32 - 1, 2**63 - 1, 2**63, 2**64 - 5, 2**64 - 1, MAX_HEADER_BYTES,
+                MAX_HEADER_BYTES + 1]
+NASTY_INTS = st.one_of(st.integers(-3, 40), st.sampled_from([2**31, 2**32, 2**62, 2**63 - 1, 2**63, 2**64,
+                                                             -2**63, 10**30]))
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), NASTY_INTS, st.floats(allow_nan=False, allow_infinity=False),
+              st.text(max_size=6), st.sampled_from(list(DTYPES) + ["F128", "f32", ""])),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8)
+SHAPES = st.lists(NASTY_INTS, max_size=5) | JSON_VALUES
+OFFSETS = st.lists(NASTY_INTS, min_size=0, max_size=3) | JSON_VALUES
+FIELDS = {"dtype": st.sampled_from(list(DTYPES)) | JSON_VALUES, "shape": SHAPES, "data_offsets": OFFSETS}
+
+
+def _length_prefixed(header_bytes: bytes, data: bytes, length: int | None = None) -> bytes:
+    n = len(header_bytes) if length is None else length
+    return n.to_bytes(8, "little") + header_bytes + data
+
+
+@st.composite
+def structured_mutation(draw, header: dict, data: bytes) -> bytes:
+    """Change up to three header fields to hostile values; maybe drop a key, duplicate a tensor, cut the data."""
+    header = json.loads(json.dumps(header))
+    names = sorted(k for k in header if k != "__metadata__")
+    for _ in range(draw(st.integers(0, 3))):
+        name = draw(st.sampled_from(names + ["__metadata__", "new.tensor"]))
+        if name == "__metadata__":
+            header[name] = draw(JSON_VALUES)
+            continue
+        entry = header.setdefault(name, {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]})
+        key = draw(st.sampled_from(sorted(FIELDS) + ["<drop>"]))
+        if key == "<drop>":
+            entry.pop(draw(st.sampled_from(sorted(FIELDS))), None)
+        elif isinstance(entry, dict):
+            entry[key] = draw(FIELDS[key])
+    raw = json.dumps(header).encode()
+    if draw(st.booleans()):  # a duplicate key, which json.dumps cannot produce
+        dup = json.dumps({names[0]: header.get(names[0])})[1:-1].encode()
+        raw = b"{" + dup + b"," + raw[1:]
+    return _length_prefixed(raw, data[:draw(st.integers(0, len(data)))] if draw(st.booleans()) else data)
+
+
+@st.composite
+def byte_mutation(draw, raw: bytes) -> bytes:
+    """Overwrite a few bytes (anywhere, biased to the header), then maybe truncate or extend the file."""
+    buf = bytearray(raw)
+    n = int.from_bytes(raw[:8], "little")
+    for _ in range(draw(st.integers(1, 4))):
+        hi = draw(st.sampled_from([8 + n, len(buf)])) - 1
+        buf[draw(st.integers(0, hi))] = draw(st.integers(0, 255))
+    cut = draw(st.integers(0, len(buf)))
+    if draw(st.booleans()):
+        buf = buf[:cut]
+    return bytes(buf) + draw(st.binary(max_size=16))
+
+
+# ------------------------------------------------------------------------------------------- tests
+
+
+def test_fuzz_header_length(base):
+    d, raw, _, _ = base
+
+    @SETTINGS
+    @given(st.sampled_from(EDGE_LENGTHS) | st.integers(0, 2**64 - 1) | st.integers(0, len(raw) + 8))
+    def run(length):
+        check(d, length.to_bytes(8, "little") + raw[8:])
+    run()
+
+
+def test_fuzz_structured(base):
+    d, _, header, data = base
+
+    @SETTINGS
+    @given(st.data())
+    def run(draw):
+        check(d, draw.draw(structured_mutation(header, data)))
+    run()
+
+
+def test_fuzz_bytes(base):
+    d, raw, _, _ = base
+
+    @SETTINGS
+    @given(st.data())
+    def run(draw):
+        check(d, draw.draw(byte_mutation(raw)))
+    run()
+
+
+def test_fuzz_summary(capsys):
+    """Prints how many cases ran (this module's tests run in file order, so the three above have run)."""
+    if CASES["run"] == 0:
+        pytest.skip("no fuzz case ran in this session (the fuzz tests were deselected)")
+    with capsys.disabled():
+        print(f"\nsafetensors fuzz: {CASES['run']} cases, {CASES['loaded']} loaded, {CASES['rejected']} rejected "
+              f"with FormatError")
+    assert CASES["run"] == CASES["loaded"] + CASES["rejected"]
+    assert CASES["loaded"] and CASES["rejected"]  # the mutations reach both outcomes
