@@ -1,0 +1,193 @@
+"""Tokenizer: text <-> token ids for a checkpoint, backed by the `tokenizers` library.
+
+    tok = Tokenizer.from_path("model.gguf")            # GGUF-embedded vocabulary (impnb/loaders/gguf_vocab.py)
+    tok = Tokenizer.from_path("checkpoint_dir/")       # tokenizer.json + tokenizer_config.json (+ generation_config)
+    ids = tok.encode("Hello", add_special_tokens=True) # BOS/EOS added as the checkpoint says (add_bos / add_eos)
+    tok.decode(ids)                                    # special tokens kept unless skip_special_tokens=True
+
+Special-token strings inside the text ("<|im_start|>", "<start_of_turn>") are matched whole, as Hugging Face and
+llama.cpp (parse_special) do, so a rendered chat template tokenizes to the ids the model was trained on.
+
+Stop tokens: `eos_id`, plus `eot_ids`, the end-of-turn tokens a chat model ends its reply with. Many GGUFs omit
+tokenizer.ggml.eot_token_id (seed 003: Gemma's <end_of_turn> was never caught), so the vocabulary is also
+searched for the end-of-turn spellings in END_OF_TURN_TOKENS; generation_config.json's eos_token_id list
+(safetensors checkpoints) is added too.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokenizers import Tokenizer as _Backend
+
+from .errors import FormatError
+
+END_OF_TURN_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<|endoftext|>",
+                      "<|return|>", "<|end_of_text|>", "<turn|>", "<|END_OF_TURN_TOKEN|>")
+
+
+class Tokenizer:
+    """A `tokenizers.Tokenizer` plus the checkpoint's special-token facts."""
+
+    def __init__(self, backend: _Backend, *, bos_id=None, eos_id=None, pad_id=None, unk_id=None,
+                 add_bos=False, add_eos=False, extra_stop_ids=(), source=""):
+        self.backend, self.source = backend, source
+        self.bos_id, self.eos_id, self.pad_id, self.unk_id = bos_id, eos_id, pad_id, unk_id
+        self.add_bos, self.add_eos = bool(add_bos and bos_id is not None), bool(add_eos and eos_id is not None)
+        vocab = backend.get_vocab(with_added_tokens=True)
+        found = list(extra_stop_ids) + [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab]
+        self.eot_ids = frozenset(found)
+        self.eot_id = found[0] if found else None     # the preferred end-of-turn token (may equal eos_id)
+        self.special_ids = frozenset(i for i, t in backend.get_added_tokens_decoder().items() if t.special)
+
+    # ---- text <-> ids --------------------------------------------------------------------------------------
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        ids = self.backend.encode(text, add_special_tokens=False).ids
+        if add_special_tokens:
+            ids = ([self.bos_id] if self.add_bos else []) + ids + ([self.eos_id] if self.add_eos else [])
+        return ids
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.backend.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self.backend.id_to_token(int(token_id))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def bos_token(self) -> str | None:
+        return None if self.bos_id is None else self.id_to_token(self.bos_id)
+
+    @property
+    def eos_token(self) -> str | None:
+        return None if self.eos_id is None else self.id_to_token(self.eos_id)
+
+    @property
+    def stop_ids(self) -> frozenset[int]:
+        return self.eot_ids | ({self.eos_id} if self.eos_id is not None else set())
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """Named special tokens present in this vocabulary: {"bos": 1, "eos": 2, ...}."""
+        named = {"bos": self.bos_id, "eos": self.eos_id, "pad": self.pad_id, "unk": self.unk_id, "eot": self.eot_id}
+        return {k: v for k, v in named.items() if v is not None}
+
+    def __repr__(self):
+        return (f"Tokenizer({self.source!r}, vocab={self.vocab_size}, bos={self.bos_token!r}, "
+                f"eos={self.eos_token!r}, add_bos={self.add_bos}, stop_ids={sorted(self.stop_ids)})")
+
+    # ---- construction --------------------------------------------------------------------------------------
+    @classmethod
+    def from_gguf_info(cls, info: dict, arch: str, source: str = "gguf") -> "Tokenizer":
+        """From GGUFFile.tokenizer_info (tokenizer.* metadata without the prefix) and general.architecture."""
+        from .loaders.gguf_vocab import tokenizer_from_gguf_vocab
+        backend = tokenizer_from_gguf_vocab(info, arch)
+        n = backend.get_vocab_size(with_added_tokens=True)
+
+        def token_id(key):
+            value = info.get(f"ggml.{key}")
+            if value is None:
+                return None
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < n:
+                raise FormatError(f"{source}: tokenizer.ggml.{key} = {value!r} is not a token id below {n}")
+            return value
+
+        model = info.get("ggml.model")
+        # llama.cpp adds BOS to a SentencePiece vocabulary unless the file says otherwise; BPE files say it.
+        add_bos = info.get("ggml.add_bos_token", model == "llama")
+        extra = [i for i in (token_id("eot_token_id"), token_id("eom_token_id")) if i is not None]
+        return cls(backend, bos_id=token_id("bos_token_id"), eos_id=token_id("eos_token_id"),
+                   pad_id=token_id("padding_token_id"), unk_id=token_id("unknown_token_id"), add_bos=add_bos,
+                   add_eos=info.get("ggml.add_eos_token", False), extra_stop_ids=extra, source=source)
+
+    @classmethod
+    def from_gguf(cls, path) -> "Tokenizer":
+        from .loaders.gguf import read_gguf
+        gf = read_gguf(path)
+        return cls.from_gguf_info(gf.tokenizer_info, gf.architecture, source=str(path))
+
+    @classmethod
+    def from_directory(cls, directory) -> "Tokenizer":
+        """tokenizer.json, with tokenizer_config.json and generation_config.json beside it when present."""
+        directory = Path(directory)
+        path = directory / "tokenizer.json"
+        if not path.is_file():
+            raise FormatError(f"{directory}: no tokenizer.json")
+        try:
+            backend = _Backend.from_file(str(path))
+        except Exception as e:   # the tokenizers library raises plain Exceptions on malformed JSON
+            raise FormatError(f"{path}: not a valid tokenizer.json ({e})") from None
+        config = _read_json(directory / "tokenizer_config.json")
+        generation = _read_json(directory / "generation_config.json")
+        ids = {k: _special_id(backend, config.get(f"{k}_token")) for k in ("bos", "eos", "pad", "unk")}
+        add_bos, add_eos = _template_adds(backend, ids["bos"], ids["eos"], config)
+        backend.post_processor = None   # BOS/EOS are added by encode(), from add_bos/add_eos
+        if ids["eos"] is None:
+            ids["eos"] = next(iter(_id_list(generation.get("eos_token_id"))), None)
+        return cls(backend, bos_id=ids["bos"], eos_id=ids["eos"], pad_id=ids["pad"], unk_id=ids["unk"],
+                   add_bos=add_bos, add_eos=add_eos, extra_stop_ids=_id_list(generation.get("eos_token_id")),
+                   source=str(directory))
+
+    @classmethod
+    def from_path(cls, path) -> "Tokenizer":
+        """A .gguf file, a checkpoint directory, or a file inside one (its directory is used)."""
+        path = Path(path)
+        if path.is_file() and _is_gguf(path):
+            return cls.from_gguf(path)
+        return cls.from_directory(path if path.is_dir() else path.parent)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt) -> "Tokenizer":
+        """From what impnb.load_checkpoint returns (GGUF: its embedded vocabulary; else the files beside it)."""
+        if ckpt.format == "gguf":
+            arch = (ckpt.raw_config or {}).get("general.architecture", "")
+            return cls.from_gguf_info(ckpt.tokenizer or {}, arch, source=str(ckpt.path))
+        path = Path(ckpt.path)
+        return cls.from_directory(path if path.is_dir() else path.parent)
+
+
+def _is_gguf(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FormatError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise FormatError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _special_id(backend: _Backend, token) -> int | None:
+    """tokenizer_config.json spells a special token as a string or as {"content": ...}."""
+    if isinstance(token, dict):
+        token = token.get("content")
+    return backend.token_to_id(token) if isinstance(token, str) else None
+
+
+def _id_list(value) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    return [v for v in value if isinstance(v, int)] if isinstance(value, list) else []
+
+
+def _template_adds(backend: _Backend, bos: int | None, eos: int | None, config: dict) -> tuple[bool, bool]:
+    """Does this checkpoint add BOS / EOS? Ask tokenizer.json's post-processor; tokenizer_config.json overrides."""
+    probe = backend.encode("a", add_special_tokens=True).ids if backend.post_processor is not None else []
+    add_bos = bool(probe) and bos is not None and probe[0] == bos
+    add_eos = bool(probe) and eos is not None and probe[-1] == eos
+    add_bos = bool(config.get("add_bos_token", add_bos))
+    add_eos = bool(config.get("add_eos_token", add_eos))
+    return add_bos, add_eos
+
