@@ -165,6 +165,8 @@ _QWEN = dict(_LLAMA, vocab_size=151936, intermediate_size=22016, max_position_em
 
 
 def _qwen3_moe(cfg: dict) -> ModelConfig:
+    if cfg.get("num_experts") is None and cfg.get("num_local_experts") is not None:  # transformers-5 spelling
+        cfg = {**cfg, "num_experts": cfg["num_local_experts"]}
     d = _common(cfg, dict(_QWEN, hidden_size=2048, intermediate_size=6144, num_hidden_layers=24,
                           num_key_value_heads=4, num_experts=128, num_experts_per_tok=8, moe_intermediate_size=768,
                           norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[]))
@@ -218,7 +220,7 @@ _GEMMA4 = dict(vocab_size=262144, hidden_size=2304, intermediate_size=9216, num_
                num_attention_heads=8, num_key_value_heads=4, head_dim=256, rms_norm_eps=1e-6,
                max_position_embeddings=131072, hidden_activation="gelu_pytorch_tanh", sliding_window=512,
                tie_word_embeddings=True, global_head_dim=512, attention_k_eq_v=False, enable_moe_block=False,
-               hidden_size_per_layer_input=0, num_kv_shared_layers=0)
+               hidden_size_per_layer_input=256, num_kv_shared_layers=0)
 
 
 def _gemma4(cfg: dict) -> ModelConfig:
@@ -241,12 +243,11 @@ def _gemma4(cfg: dict) -> ModelConfig:
     ropes = {"sliding": _rope_from_params(params["sliding_attention"], 10000.0),
              "full": _rope_from_params(params["full_attention"], 1e6)}
     k_eq_v = bool(d["attention_k_eq_v"])
-    n_kv_full = d.get("num_global_key_value_heads") if k_eq_v else None
+    overrides = _gemma4_overrides(d, kinds, k_eq_v)
     layers = []
     for i, k in enumerate(kinds):
-        full = k == "full"
-        layers.append(_layer(d, i, k, ropes[k], scale=1.0, head_dim=d["global_head_dim"] if full else None,
-                             n_kv=n_kv_full if full else None, k_eq_v=k_eq_v and full,
+        o = overrides.get(i, {})
+        layers.append(_layer({**d, **o}, i, k, ropes[k], scale=1.0, k_eq_v=k_eq_v and k == "full",
                              moe=bool(d["enable_moe_block"])))
     moe = None
     if d["enable_moe_block"]:
@@ -257,6 +258,28 @@ def _gemma4(cfg: dict) -> ModelConfig:
     return _model("gemma4_text", d, layers, activation=_act(d["hidden_activation"]), norm_offset=0.0,
                   embedding_scale=float(np.float32(math.sqrt(d["hidden_size"]))), qk_norm=True, v_norm=True,
                   sandwich_norms=True, layer_scalar=True, final_softcap=d.get("final_logit_softcapping"), moe=moe)
+
+
+def _gemma4_overrides(d: dict, kinds: list[str], k_eq_v: bool) -> dict:
+    """Per-layer geometry: transformers-5.23 ``per_layer_config`` {layer: {head_dim, num_key_value_heads, ...}},
+    else the released configs' ``global_head_dim`` / ``num_global_key_value_heads`` for every full layer (the kv
+    override only when attention_k_eq_v, as Gemma4TextConfig.__post_init__ does)."""
+    keys = ("head_dim", "num_key_value_heads", "num_attention_heads", "intermediate_size")
+    plc = d.get("per_layer_config")
+    if isinstance(plc, dict) and plc:
+        out = {}
+        for key, o in plc.items():
+            if not str(key).isdigit() or not isinstance(o, dict):
+                continue
+            unknown = set(o) - set(keys)
+            if unknown:
+                raise ValueError(f"gemma4 per_layer_config[{key}] overrides {sorted(unknown)}: not supported")
+            out[int(key)] = dict(o)
+        return out
+    full = {"head_dim": d["global_head_dim"]}
+    if k_eq_v and d.get("num_global_key_value_heads"):
+        full["num_key_value_heads"] = d["num_global_key_value_heads"]
+    return {i: full for i, k in enumerate(kinds) if k == "full"}
 
 
 _GPT_OSS = dict(vocab_size=201088, hidden_size=2880, intermediate_size=2880, num_hidden_layers=36,

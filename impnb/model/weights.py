@@ -138,18 +138,18 @@ def _moe(store, p, config, moe) -> dict:
         w = {"router": store.get(p + name + ".weight", (e, h)),
              "router_bias": store.get(p + name + ".bias", (e,), optional=True), "expert_scale": None}
         base = p + "mlp.experts."
-    w.update(_experts(store, base, e, h, i))
+    w.update(_experts(store, base, e, h, i, transposed_interleaved=config.arch == "gpt_oss"))
     if moe.n_shared_experts:
         w["shared"] = _mlp(store, p + "mlp.shared_expert.", h)
     return w
 
 
-def _experts(store, base, e, h, i) -> dict:
+def _experts(store, base, e, h, i, *, transposed_interleaved: bool) -> dict:
     if store.has(base + "gate_up_proj"):
         gu = store.get(base + "gate_up_proj")
         down = store.get(base + "down_proj")
         bias = store.get(base + "gate_up_proj_bias", optional=True)
-        if gu.shape == (e, h, 2 * i):  # gpt-oss: [E, H, 2I], gate / up interleaved in the columns
+        if transposed_interleaved:  # gpt-oss: [E, H, 2I], gate / up interleaved in the columns; down [E, I, H]
             gu = np.concatenate([gu[:, :, 0::2], gu[:, :, 1::2]], axis=2).transpose(0, 2, 1)
             bias = None if bias is None else np.concatenate([bias[:, 0::2], bias[:, 1::2]], axis=1)
             down = down.transpose(0, 2, 1)
