@@ -117,8 +117,10 @@ class _CountingTensors(Mapping):
         return key in self._tensors
 
 
-def load_model(path=None, backend: str | None = None, *, progress: bool = False) -> "LoadedModel":
-    """Load a model for generation (see the module docstring). ``progress``: draw a loading bar on stderr."""
+def load_model(path=None, backend: str | None = None, *, progress: bool = False,
+               w4a4: bool = False) -> "LoadedModel":
+    """Load a model for generation (see the module docstring). ``progress``: draw a loading bar on stderr.
+    ``w4a4``: quantize each NVFP4 Linear's input at run time with the checkpoint's input scale (impnb.w4a4)."""
     resolved = resolve_model_path(path)
     from .loaders import load_checkpoint
     from .model import Model
@@ -127,6 +129,9 @@ def load_model(path=None, backend: str | None = None, *, progress: bool = False)
         raise ValueError(f"{resolved}: no model configuration found (config.json or GGUF metadata)")
     with _Progress(f"loading {resolved.name}", len(ckpt.tensors), progress) as bar:
         model = Model(ckpt.config, _CountingTensors(ckpt.tensors, bar), backend=backend)
+    if w4a4:
+        from .w4a4 import enable_w4a4
+        enable_w4a4(model, ckpt.tensors)
     tokenizer, chat = _tokenizer_and_chat(ckpt, resolved)
     return LoadedModel(model, tokenizer, chat, resolved, backend)
 

@@ -1,0 +1,98 @@
+"""Oracle: compressed-tensors' own code reads impnb's NVFP4 checkpoints with the same dequantized weights.
+
+Runs where compressed-tensors (and torch) are installed, e.g. a venv with
+``pip install torch==2.13.0 compressed-tensors==0.20.0`` (README, "Quantize"). Checks:
+  * compressed-tensors parses our quantization_config, and its config group IS its own NVFP4A16 / NVFP4 preset;
+  * NVFP4PackedCompressor.decompress (its stock path: bf16) on our tensors gives our weights to bf16 rounding,
+    and its float32 dequantize gives them exactly;
+  * our ModelOpt-layout checkpoint goes through compressed-tensors' ModelOptNvfp4Converter (the ModelOpt -> CT
+    converter) and decompresses to our ModelOpt dequantization.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.oracle
+ct = pytest.importorskip("compressed_tensors")
+torch = pytest.importorskip("torch")
+st_torch = pytest.importorskip("safetensors.torch")
+
+from compressed_tensors.compressors.nvfp4.base import NVFP4PackedCompressor  # noqa: E402
+from compressed_tensors.compressors.nvfp4.helpers import unpack_fp4_from_uint8  # noqa: E402
+from compressed_tensors.quantization import QuantizationConfig, preset_name_to_scheme  # noqa: E402
+from compressed_tensors.quantization.lifecycle.forward import dequantize  # noqa: E402
+
+from impnb.loaders import load_checkpoint  # noqa: E402
+from impnb.quantize import quantize_checkpoint  # noqa: E402
+from impnb.reference.nvfp4 import nvfp4_dequantize  # noqa: E402
+
+from .quantize_helpers import write_tiny_llama  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("oracle_ct")
+    src = write_tiny_llama(root / "src", np.random.default_rng(7), tied=False)
+    out = {}
+    for layout in ("compressed-tensors", "modelopt"):
+        out[layout] = root / layout
+        quantize_checkpoint(str(src), out[layout], layout=layout, quantize_lm_head=True, progress=False)
+    return out
+
+
+def _modules(ckpt) -> list[str]:
+    return sorted(n[:-len(".weight")] for n, t in ckpt.tensors.items() if type(t).__name__ == "NVFP4Tensor")
+
+
+def test_ct_parses_our_config_as_its_own_preset(checkpoints):
+    qc_json = json.loads((checkpoints["compressed-tensors"] / "config.json").read_text())["quantization_config"]
+    qc = QuantizationConfig.model_validate(qc_json)
+    assert qc.format == "nvfp4-pack-quantized" and qc.quant_method == "compressed-tensors"
+    scheme = qc.config_groups["group_0"]
+    preset = preset_name_to_scheme("NVFP4A16", ["Linear"])
+    assert scheme.weights == preset.weights and scheme.input_activations is None and scheme.targets == ["Linear"]
+
+
+def test_ct_decompressor_reads_our_tensors(checkpoints):
+    d = checkpoints["compressed-tensors"]
+    theirs = st_torch.load_file(str(d / "model.safetensors"))
+    ours = load_checkpoint(d)
+    scheme = preset_name_to_scheme("NVFP4A16", ["Linear"])
+    modules = _modules(ours)
+    assert "lm_head" in modules and len(modules) == 15
+    for m in modules:
+        state = {k: theirs[f"{m}.{k}"] for k in ("weight_packed", "weight_scale", "weight_global_scale")}
+        assert state["weight_scale"].dtype == torch.float8_e4m3fn and state["weight_packed"].dtype == torch.uint8
+        w_bf16 = NVFP4PackedCompressor.decompress(state, scheme)["weight"]
+        w_ours = nvfp4_dequantize(ours.tensors[m + ".weight"])
+        assert w_bf16.dtype == torch.bfloat16
+        # their stock path computes in bf16: within 2 bf16 ulp (2^-7 relative) of ours
+        np.testing.assert_allclose(w_bf16.float().numpy(), w_ours, rtol=2.0 ** -7, atol=0)
+        # their dequantize with float32 inputs: exactly ours
+        n, half_k = state["weight_packed"].shape
+        q = unpack_fp4_from_uint8(state["weight_packed"], n, 2 * half_k, dtype=torch.float32)
+        w32 = dequantize(q, state["weight_scale"].float(), args=scheme.weights, dtype=torch.float32,
+                         global_scale=state["weight_global_scale"])
+        np.testing.assert_array_equal(w32.numpy(), w_ours)
+
+
+def test_ct_modelopt_converter_reads_our_modelopt_layout(checkpoints):
+    from compressed_tensors.entrypoints.convert.converters.modelopt_nvfp4 import ModelOptNvfp4Converter
+    d = checkpoints["modelopt"]
+    ours = load_checkpoint(d)
+    modules = _modules(ours)
+    tensors = st_torch.load_file(str(d / "model.safetensors"))
+    converted = ModelOptNvfp4Converter(targets=[f"re:^{m}$" for m in modules]).validate(dict(tensors))
+    scheme = preset_name_to_scheme("NVFP4A16", ["Linear"])
+    for m in modules:
+        state = {k: converted[f"{m}.{k}"] for k in ("weight_packed", "weight_scale", "weight_global_scale")}
+        n, half_k = state["weight_packed"].shape
+        q = unpack_fp4_from_uint8(state["weight_packed"], n, 2 * half_k, dtype=torch.float32)
+        w32 = dequantize(q, state["weight_scale"].float(), args=scheme.weights, dtype=torch.float32,
+                         global_scale=state["weight_global_scale"].reshape(1))
+        w_ours = nvfp4_dequantize(ours.tensors[m + ".weight"])
+        # CT divides by 1/ws2 where ModelOpt multiplies by ws2: equal up to one rounding of s/gs (numerics-spec 3.3)
+        np.testing.assert_allclose(w32.numpy(), w_ours, rtol=2.0 ** -22, atol=0)
