@@ -91,8 +91,6 @@ CUDA_PENDING: frozenset[str] = frozenset({
     "repetition_penalty", "ban_tokens", "filter_logits", "sample_token", "argmax_token",
     "embedding", "linear", "rms_norm", "rope", "attention_mask", "attention", "silu", "gelu_tanh", "swiglu",
     "geglu_tanh", "swiglu_oai", "softcap", "moe_route", "moe_experts",
-    "fp8_e4m3_encode", "fp8_e4m3_decode", "e2m1_encode", "e2m1_decode", "fp4_pack", "fp4_unpack",
-    "nvfp4_quantize", "nvfp4_dequantize", "nvfp4_gemv", "nvfp4_gemm",
     "fake_quantize_nvfp4_activations",
 })
 

@@ -1,0 +1,31 @@
+"""Input checks and conversions shared by the CUDA-path ops (the same errors the reference raises)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ._launch import xp
+
+
+def real_input(x, op: str):
+    """``x`` on the device; TypeError for non-real dtypes (as the reference)."""
+    a = xp().asarray(x)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{op}: input must be real numbers, got dtype {a.dtype}")
+    return a
+
+
+def as_float64_flat(a):
+    """Contiguous float64 copy, flattened: exact for every float16/float32 (and small integer) input."""
+    return xp().ascontiguousarray(a.astype(np.float64)).reshape(-1)
+
+
+def codes_input(codes, top: int, op: str):
+    """Integer codes in 0..top on the device as contiguous uint8 (errors as the reference's _as_codes)."""
+    c = xp().asarray(codes)
+    if c.dtype.kind not in "iu":
+        raise TypeError(f"{op}: codes must be integers (uint8), got dtype {c.dtype}")
+    if c.size:
+        lo, hi = int(c.min()), int(c.max())
+        if lo < 0 or hi > top:
+            raise ValueError(f"{op}: codes must lie in 0..{top}, got min {lo} max {hi}")
+    return xp().ascontiguousarray(c.astype(np.uint8))
