@@ -1,6 +1,7 @@
-"""Checkpoints written by the real producers (compressed-tensors 0.20, nvidia-modelopt 0.47; regenerate with
-tools/make_checkpoint_fixtures.py) load through impnb.load_checkpoint and dequantize to exactly the producer's own
-float32 dequantization (expected.npz), which is itself a ~9 % RMS quantization of the original bf16 weights."""
+"""Checkpoints written by the real producers (compressed-tensors 0.20 NVFP4 and MXFP4, nvidia-modelopt 0.47;
+regenerate with tools/make_checkpoint_fixtures.py) load through impnb.load_checkpoint and dequantize to exactly
+the producer's own float32 dequantization (expected.npz), itself a quantization of the original bf16 weights
+(relative RMS error ~9 % for NVFP4, ~11 % for MXFP4)."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ import pytest
 
 import impnb
 from impnb import FormatError, NVFP4Tensor
+from impnb.loaders.mxfp4 import MXFP4Tensor
 from impnb.reference.nvfp4 import nvfp4_dequantize
 
 DATA = Path(__file__).parent / "data" / "checkpoints"
@@ -21,6 +23,7 @@ PRODUCERS = {"ct_nvfp4_tiny": ("nvfp4-compressed-tensors", "compressed-tensors")
 # NVFP4 on Gaussian weights: ~9 % relative RMS error (measured 8.7-9.8 % on these fixtures); a misread scale
 # convention or nibble order gives > 100 %.
 MAX_RELATIVE_RMS = 0.15
+MAX_RELATIVE_RMS_MX = 0.2  # MXFP4 (power-of-two scale, group 32): measured 10.8-11.6 % on this fixture
 
 
 def _expected(name):
@@ -48,6 +51,20 @@ def test_producer_checkpoint_loads_exactly(name):
         assert isinstance(t, NVFP4Tensor) and t.layout == layout and t.shape == expected[m].shape
         np.testing.assert_array_equal(nvfp4_dequantize(t), expected[m], err_msg=m)
         assert _relative_rms(nvfp4_dequantize(t), expected[f"{m}.original"]) < MAX_RELATIVE_RMS, m
+
+
+def test_ct_mxfp4_checkpoint_loads_exactly():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ck = impnb.load_checkpoint(DATA / "ct_mxfp4_tiny")
+    expected = _expected("ct_mxfp4_tiny")
+    modules = sorted(k for k in expected if not k.endswith(".original"))
+    assert ck.quantization == "mxfp4-compressed-tensors" and ck.report.quantized == len(modules) == 7
+    for m in modules:
+        t = ck.tensors[f"{m}.weight"]
+        assert isinstance(t, MXFP4Tensor) and t.shape == expected[m].shape
+        np.testing.assert_array_equal(t.dequantize(), expected[m], err_msg=m)
+        assert _relative_rms(t.dequantize(), expected[f"{m}.original"]) < MAX_RELATIVE_RMS_MX, m
 
 
 def test_misread_convention_would_be_caught():

@@ -1,6 +1,7 @@
-"""Write tests/data/checkpoints/: tiny NVFP4 checkpoints made by the real producers, for tests/test_producer_checkpoints.py.
+"""Write tests/data/checkpoints/: tiny NVFP4 / MXFP4 checkpoints made by the real producers, for tests/test_producer_checkpoints.py.
 
     ct_nvfp4_tiny/        compressed-tensors 0.20 (ModelCompressor, format nvfp4-pack-quantized, NVFP4A16 preset)
+    ct_mxfp4_tiny/        compressed-tensors 0.20 (format mxfp4-pack-quantized, MXFP4A16 preset, U8 E8M0 scales)
     modelopt_nvfp4_tiny/  nvidia-modelopt 0.47 (mtq.quantize NVFP4_DEFAULT_CFG + export_hf_checkpoint)
 Each holds the producer's config.json (+ hf_quant_config.json), model.safetensors, and expected.npz: per quantized
 Linear, "<module>" = the producer's OWN float32 dequantization of the stored bytes (the oracle), and
@@ -85,6 +86,40 @@ def make_ct(out):
     return expected
 
 
+def make_ct_mxfp4(out):
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.compressors.mx_utils import decompress_mx_scale
+    from compressed_tensors.compressors.nvfp4.helpers import unpack_fp4_from_uint8
+    from compressed_tensors.quantization import (QuantizationConfig, apply_quantization_config,
+                                                 preset_name_to_scheme)
+    from compressed_tensors.quantization.lifecycle.forward import dequantize
+    from compressed_tensors.quantization.utils import calculate_qparams
+    from safetensors.torch import load_file
+    model = tiny_llama()
+    original = {n: m.weight.detach().float().numpy().copy() for n, m in _linears(model).items()}
+    scheme = preset_name_to_scheme("MXFP4A16", ["Linear"])
+    apply_quantization_config(model, QuantizationConfig(config_groups={"group_0": scheme}, ignore=["lm_head"]))
+    mods = _linears(model)
+    with torch.no_grad():
+        for m in mods.values():
+            blocks = m.weight.reshape(m.weight.shape[0], -1, 32)
+            scale, _ = calculate_qparams(blocks.amin(-1), blocks.amax(-1), scheme.weights)
+            m.weight_scale.data.copy_(scale.reshape(m.weight_scale.shape))
+    compressor = ModelCompressor.from_pretrained_model(model, quantization_format="mxfp4-pack-quantized")
+    compressor.compress_model(model)
+    model.save_pretrained(out)
+    compressor.update_config(out)
+    stored = load_file(os.path.join(out, "model.safetensors"))
+    expected = {}
+    for name in mods:
+        packed = stored[f"{name}.weight_packed"]
+        q = unpack_fp4_from_uint8(packed, packed.shape[0], 2 * packed.shape[1], dtype=torch.float32)
+        scale = decompress_mx_scale(stored[f"{name}.weight_scale"]).to(torch.float32)
+        w = dequantize(q, scale, args=scheme.weights, dtype=torch.float32)
+        expected[name], expected[f"{name}.original"] = w.numpy(), original[name]
+    return expected
+
+
 def make_modelopt(out):
     import modelopt.torch.quantization as mtq
     from modelopt.torch.export import export_hf_checkpoint
@@ -108,7 +143,8 @@ def make_modelopt(out):
 
 
 def main():
-    for sub, make in (("ct_nvfp4_tiny", make_ct), ("modelopt_nvfp4_tiny", make_modelopt)):
+    for sub, make in (("ct_nvfp4_tiny", make_ct), ("ct_mxfp4_tiny", make_ct_mxfp4),
+                      ("modelopt_nvfp4_tiny", make_modelopt)):
         out = os.path.join(OUT, sub)
         os.makedirs(out, exist_ok=True)
         expected = make(out)
