@@ -101,3 +101,23 @@ def test_modelopt_detected_from_hf_quant_config_alone(tmp_path):
     (d / "hf_quant_config.json").unlink()
     with pytest.raises(FormatError, match="declares no quantization_config"):
         impnb.load_checkpoint(d)
+
+
+def test_gpt_oss_mxfp4_matches_transformers(tmp_path):
+    """gpt-oss `*_blocks` / `*_scales` dequantize as transformers' own gpt-oss converter does (its output is
+    transposed to [E, K, N] for its MoE layout; ours keeps [E, N, K])."""
+    torch = pytest.importorskip("torch")
+    mxfp4 = pytest.importorskip("transformers.integrations.mxfp4")
+    from impnb.loaders.safetensors import save_safetensors
+    rng = np.random.default_rng(3)
+    blocks = rng.integers(0, 256, (2, 8, 3, 16), dtype=np.uint8)  # [E, N, K/32, 16], K = 96
+    scales = rng.integers(110, 140, (2, 8, 3), dtype=np.uint8)  # no 0xFF: transformers makes it inf, we NaN
+    base = "model.layers.0.mlp.experts.down_proj"
+    config = json.loads((DATA / "ct_nvfp4_tiny" / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": ["lm_head"]}
+    tmp_path.joinpath("config.json").write_text(json.dumps(config))
+    save_safetensors(tmp_path / "model.safetensors", {f"{base}_blocks": blocks, f"{base}_scales": scales})
+    ours = impnb.load_checkpoint(tmp_path).tensors[base].dequantize()
+    theirs = mxfp4.convert_moe_packed_tensors(torch.from_numpy(blocks), torch.from_numpy(scales),
+                                              dtype=torch.float32)
+    np.testing.assert_array_equal(ours, theirs.transpose(1, 2).numpy())
