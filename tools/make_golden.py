@@ -109,7 +109,8 @@ for _tag, _layout, _rule in (("nvfp4_ct", "compressed-tensors", "divisor gs: w =
         f"{_tag}.dequant": "nvfp4_dequantize: float32, exact (one rounding per element in the layout's order)",
         f"{_tag}.x": f"float32 activations [{K}]",
         f"{_tag}.gemv": "nvfp4_gemv(t, x) in impnb's float32 order (16-element block partials, blocks in order); "
-                        "another order must be within 2 * gamma_{K+2} * gemv_abs of gemv_f64",
+                        "another engine's order is held to |y - gemv| <= 2 * gamma~ * gemv_abs, gamma~ = "
+                        "expm1(8 sqrt(K+2) u + (K+2) u^2 / (1-u)), u = 2^-24 (impnb/tolerances.py)",
         f"{_tag}.gemv_f64": "float64 dequant @ x: the exact product", f"{_tag}.gemv_abs": "float64 |dequant| @ |x|",
         f"{_tag}.X": f"float32 activations [{M}, {K}]", f"{_tag}.gemm": f"nvfp4_gemm(t, X): float32 [{M}, {N}]",
     })
