@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -121,16 +123,25 @@ def manifest(vectors: dict[str, np.ndarray]) -> dict:
                      "sha256": hashlib.sha256(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes())
                      .hexdigest()} for name, a in vectors.items()}
     return {"format_version": FORMAT_VERSION, "generator": "python tools/make_golden.py", "seed": SEED,
-            "file": "op_core.npz (a ZIP of NPY v1 files, one per array, named <array>.npy; little-endian)",
+            "file": "op_core.npz (an uncompressed ZIP of NPY v1 files, one per array, named <array>.npy; little-endian)",
             "rounding": "every encoder is round-to-nearest-even; see README ## Numerics", "arrays": arrays}
 
 
 def write(directory: Path = GOLDEN_DIR) -> None:
     vectors = build_vectors()
     directory.mkdir(parents=True, exist_ok=True)
-    np.savez(directory / "op_core.npz", **vectors)
+    _write_npz(directory / "op_core.npz", vectors)
     (directory / "manifest.json").write_text(json.dumps(manifest(vectors), indent=1) + "\n")
     print(f"wrote {len(vectors)} arrays to {directory}/op_core.npz and manifest.json")
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez's format (uncompressed ZIP of .npy files) with fixed timestamps: same arrays, same bytes."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, a in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
+            archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
 
 
 def differences(directory: Path = GOLDEN_DIR) -> list[str]:
