@@ -45,6 +45,13 @@ def require_gpu(what: str) -> None:
         raise BackendUnavailable(f"{what} is a CuPy RawKernel: it needs a real GPU (the Numba simulator cannot run it)")
 
 
+def gpu_only(fn):
+    """Mark a CUDA-path op whose kernel is a CuPy RawKernel: it cannot run in the simulator (the cross-check tests
+    skip it there, saying so, and tests/test_kernels_compile.py compiles its .cu file with nvcc instead)."""
+    fn.gpu_only = True
+    return fn
+
+
 def current_stream(stream=None):
     """The CuPy stream a launch runs on: ``stream`` if given, else CuPy's current stream."""
     import cupy

@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import FormatError
 from ..formats import GROUP, LAYOUTS, NVFP4Tensor
 from . import _alloc
-from ._launch import current_stream, launch_numba, launch_raw, require_gpu, xp
+from ._launch import current_stream, gpu_only, launch_numba, launch_raw, require_gpu, xp
 
 F32 = np.float32
 KERNELS = "nvfp4.cu"
@@ -114,6 +114,7 @@ def _nan_blocks_as_reference(out, scales) -> None:
 
 
 # ---- GEMV / GEMM (CUDA C) ----------------------------------------------------------------------------------------
+@gpu_only
 def nvfp4_gemv(t, x):
     """y = W x: NVFP4Tensor [N, K] times x [K] (float, cast to float32) -> float32 y [N]."""
     t = _check_tensor(t, "nvfp4_gemv")
@@ -122,6 +123,7 @@ def nvfp4_gemv(t, x):
     return _small_m(t, x.reshape(1, -1), "nvfp4_gemv").reshape(-1)
 
 
+@gpu_only
 def nvfp4_gemm(t, x):
     """Y = X W^T: float X [M, K] times NVFP4Tensor [N, K] -> float32 Y [M, N] (see the module docstring)."""
     t = _check_tensor(t, "nvfp4_gemm")
@@ -148,6 +150,15 @@ def _small_m(t: NVFP4Tensor, x, label: str):
     launch_raw(KERNELS, f"nvfp4_gemv_kernel<{rows},{m},{vec}>", grid, (tk, ry),
                (packed, scales, x, y, np.int32(n), np.int32(k), F32(t.global_scale), np.int32(divide)))
     return y
+
+
+def gemv_kernel_names() -> list[str]:
+    """Every instantiation of nvfp4_gemv_kernel<R, M, VEC> that _small_m can launch (compiled by the CI test)."""
+    names = []
+    for m in range(1, SMALL_M + 1):
+        for rows in ((4, 2, 1) if m == 1 else (2, 1)):
+            names += [f"nvfp4_gemv_kernel<{rows},{m},{vec}>" for vec in (16, 8)]
+    return names
 
 
 def _gemv_geometry(n: int, k: int, m: int, vec: int) -> tuple[int, int, int]:

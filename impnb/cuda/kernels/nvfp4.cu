@@ -76,7 +76,7 @@ __device__ __forceinline__ float finish(float acc, float global_scale, int divid
 // thread decodes a block once and uses it for all M activation rows; partial sums are reduced across TK threads
 // (warp shuffles, then shared memory across warps).
 template <int R, int M, int VEC>
-__global__ void __launch_bounds__(256) nvfp4_gemv_kernel(
+__global__ void __launch_bounds__(256, 1) nvfp4_gemv_kernel(
         const u8* __restrict__ packed, const u8* __restrict__ scales, const float* __restrict__ x,
         float* __restrict__ y, int n_rows, int k_cols, float global_scale, int divide) {
     constexpr int GPC = VEC / 8;  // 16-element blocks per chunk
