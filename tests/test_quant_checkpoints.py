@@ -1,6 +1,6 @@
-"""Quantized checkpoint directories built in tmp_path (compressed-tensors NVFP4 / MXFP4, ModelOpt NVFP4, gpt-oss
-MXFP4), loaded through impnb.load_checkpoint: conventions, detection traps, and every inconsistency that must be a
-FormatError rather than a misread (numerics-spec 3-4, seed 002 F2/F6/F8)."""
+"""Quantized checkpoint directories built in tmp_path (compressed-tensors and ModelOpt NVFP4; MXFP4 is in
+test_mxfp4_checkpoints.py), loaded through impnb.load_checkpoint: conventions, detection traps, and every
+inconsistency that must be a FormatError rather than a misread (numerics-spec 3-4, seed 002 F2/F6/F8)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,6 @@ import pytest
 
 import impnb
 from impnb import FormatError, NVFP4Tensor, Unsupported
-from impnb.loaders.mxfp4 import MXFP4Tensor
 from impnb.loaders.quant import FusedScaleWarning
 from impnb.loaders.safetensors import save_safetensors
 from impnb.loaders.shards import INDEX_NAME
@@ -23,7 +22,6 @@ L0 = "model.layers.0"
 ATTN = {"q_proj": (32, 32), "k_proj": (16, 32), "v_proj": (16, 32), "o_proj": (32, 32)}
 MLP = {"gate_proj": (64, 32), "up_proj": (64, 32), "down_proj": (32, 64)}
 FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("o_proj",), ("down_proj",))
-E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6]  # numerics-spec 1.1, written out independently of impnb.reference.fp4
 
 
 def _module(leaf):
@@ -291,74 +289,6 @@ def test_sharded_ct_checkpoint(tmp_path, rng):
         impnb.load_checkpoint(path / "model-00002-of-00002.safetensors")
 
 
-# ------------------------------------------------------------------------------------------- MXFP4
-
-
-def _mx_expected(codes, exps):
-    """Hand dequant: e2m1 value * 2^(e - 127), groups of 32 along the last axis; 0xFF -> NaN."""
-    vals = np.array([(-1) ** (c >> 3) * E2M1[c & 7] for c in codes.reshape(-1).tolist()]).reshape(codes.shape)
-    scale = np.where(exps == 0xFF, np.nan, 2.0 ** (exps.astype(np.float64) - 127))
-    return vals * np.repeat(scale, 32, axis=-1)
-
-
-def _mx_bytes(rng, lead):
-    codes = rng.integers(0, 16, lead + (64,), dtype=np.uint8)  # K = 64: two groups
-    packed = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
-    exps = rng.integers(118, 136, lead + (2,), dtype=np.uint8)
-    return codes, packed, exps
-
-
-@pytest.mark.parametrize("scale_dtype", ["U8", "F8_E8M0"])
-def test_ct_mxfp4_loads(tmp_path, rng, scale_dtype):
-    codes, packed, exps = _mx_bytes(rng, (8,))
-    exps[3, 1] = 0xFF
-    m = _module("o_proj")
-    tensors = {f"{m}.weight_packed": packed, f"{m}.weight_scale": exps}
-    ck = impnb.load_checkpoint(write_dir(tmp_path / "mx", ct_config("mxfp4-pack-quantized", 32), tensors,
-                                         {f"{m}.weight_scale": scale_dtype}))
-    t = ck.tensors[f"{m}.weight"]
-    assert ck.quantization == "mxfp4-compressed-tensors" and isinstance(t, MXFP4Tensor) and t.shape == (8, 64)
-    np.testing.assert_array_equal(t.dequantize(np.float64), _mx_expected(codes, exps))
-
-
-@pytest.mark.parametrize("case, match", [
-    ("global_scale", "no per-tensor scale"), ("e4m3_scale", "means nvfp4"), ("group16", "group 16"),
-    ("nvfp4_config", "means mxfp4")])
-def test_mxfp4_inconsistencies(tmp_path, rng, case, match):
-    """Never misread MX as NVFP4 or the reverse (numerics-spec 4)."""
-    codes, packed, exps = _mx_bytes(rng, (8,))
-    m = _module("o_proj")
-    tensors, dtypes = {f"{m}.weight_packed": packed, f"{m}.weight_scale": exps}, {f"{m}.weight_scale": "U8"}
-    config = ct_config("mxfp4-pack-quantized", 32)
-    if case == "global_scale":
-        tensors[f"{m}.weight_global_scale"] = np.array([1.0], np.float32)
-    elif case == "e4m3_scale":
-        dtypes[f"{m}.weight_scale"] = "F8_E4M3"
-    elif case == "group16":
-        tensors[f"{m}.weight_scale"] = np.concatenate([exps, exps], axis=1)
-    else:
-        config = ct_config()
-    with pytest.raises(FormatError, match=match):
-        impnb.load_checkpoint(write_dir(tmp_path / "mx", config, tensors, dtypes))
-
-
-def test_gpt_oss_mxfp4(tmp_path, rng):
-    codes, packed, exps = _mx_bytes(rng, (2, 8))  # [E, N, K/2], [E, N, K/32]
-    base = f"{L0}.mlp.experts.gate_up_proj"
-    tensors = {f"{base}_blocks": packed.reshape(2, 8, 2, 16), f"{base}_scales": exps,
-               f"{base}_bias": np.zeros((2, 8), np.float32)}
-    config = {**LLAMA, "quantization_config": {"quant_method": "mxfp4",
-                                               "modules_to_not_convert": ["model.layers.*.self_attn", "lm_head"]}}
-    ck = impnb.load_checkpoint(write_dir(tmp_path / "oss", config, tensors))
-    t = ck.tensors[base]
-    assert ck.quantization == "mxfp4-gpt-oss" and t.shape == (2, 8, 64)
-    np.testing.assert_array_equal(t.dequantize(np.float64), _mx_expected(codes, exps))
-    assert f"{base}_bias" in ck.tensors
-    del tensors[f"{base}_scales"]
-    with pytest.raises(FormatError, match="without"):
-        impnb.load_checkpoint(write_dir(tmp_path / "oss2", config, tensors))
-
-
 # ------------------------------------------------------------------------------------------- detection
 
 
@@ -392,10 +322,26 @@ def test_unquantized_checkpoint(tmp_path, rng):
 
 
 def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FormatError, match="no \\*.safetensors"):
+        impnb.load_checkpoint(tmp_path / "empty")
     (tmp_path / "junk.bin").write_bytes(b"\x01\x02")
     with pytest.raises(FormatError, match="neither GGUF"):
         impnb.load_checkpoint(tmp_path / "junk.bin")
-    with pytest.raises(FormatError, match="no \\*.safetensors"):
+    with pytest.raises(Unsupported, match="pickle"):
+        impnb.load_checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text('{"a": 1, "a": 2}')
+    (tmp_path / "x.safetensors").write_bytes(b"\x02" + b"\0" * 7 + b"{}")
+    with pytest.raises(FormatError, match="config.json .*duplicate key"):
         impnb.load_checkpoint(tmp_path)
     with pytest.raises(FileNotFoundError):
         impnb.load_checkpoint(tmp_path / "absent")
+
+
+def test_awq_pre_quant_scale_is_reported(tmp_path, rng):
+    tensors, dtypes = modelopt_tensors(quantized_model(rng))
+    m = _module("down_proj")
+    tensors[f"{m}.pre_quant_scale"] = np.ones(64, np.float32)
+    with pytest.warns(RuntimeWarning, match="pre_quant_scale"):
+        ck = impnb.load_checkpoint(write_dir(tmp_path / "awq", modelopt_config("NVFP4_AWQ"), tensors, dtypes))
+    assert ck.report.pre_quant_scale == [m] and ck.tensors[f"{m}.pre_quant_scale"].shape == (64,)

@@ -1,4 +1,5 @@
-"""Write tests/data/checkpoints/: tiny NVFP4 / MXFP4 checkpoints made by the real producers, for tests/test_producer_checkpoints.py.
+"""Write tests/data/checkpoints/: tiny NVFP4 / MXFP4 checkpoints made by the real producers, for
+tests/test_producer_checkpoints.py.
 
     ct_nvfp4_tiny/        compressed-tensors 0.20 (ModelCompressor, format nvfp4-pack-quantized, NVFP4A16 preset)
     ct_mxfp4_tiny/        compressed-tensors 0.20 (format mxfp4-pack-quantized, MXFP4A16 preset, U8 E8M0 scales)

@@ -27,9 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import FormatError
+from ..errors import FormatError, Unsupported
 from .quant import QuantReport, assemble, detect_scheme
-from .safetensors import MAX_HEADER_BYTES, SafetensorsFile, _parse_json, read_safetensors, save_safetensors
+from .safetensors import MAX_HEADER_BYTES, SafetensorsFile, parse_json_object, read_safetensors, save_safetensors
 from .shards import INDEX_NAME, SafetensorsCheckpoint, open_safetensors
 
 __all__ = ["Checkpoint", "load_checkpoint", "open_safetensors", "read_safetensors", "save_safetensors",
@@ -88,6 +88,9 @@ def _load_directory(path: Path) -> Checkpoint:
         return _load_gguf(ggufs[0])
     if ggufs:
         raise FormatError(f"{path}: {len(ggufs)} GGUF files ({', '.join(p.name for p in ggufs)}); pass one of them")
+    if any(path.glob("*.bin")) or any(path.glob("*.pt")) or any(path.glob("*.pth")):
+        raise Unsupported(f"{path}: PyTorch pickle checkpoints (*.bin, *.pt) are not loaded (unpickling runs "
+                          f"code); convert them to safetensors")
     raise FormatError(f"{path}: no *.safetensors, {INDEX_NAME} or *.gguf inside")
 
 
@@ -96,7 +99,7 @@ def _read_json(path: Path):
         return None
     if path.stat().st_size > MAX_HEADER_BYTES:
         raise FormatError(f"{path}: {path.stat().st_size} bytes is too large for a config file")
-    return _parse_json(path, path.read_bytes())
+    return parse_json_object(path, path.read_bytes(), path.name)
 
 
 def _model_config(raw: dict | None, source: str):

@@ -70,6 +70,7 @@ class QuantReport:
     quantized: int = 0
     unusable_global_scale: list = field(default_factory=list)  # module names whose layer contributes zeros
     fused_scale_mismatch: list = field(default_factory=list)
+    pre_quant_scale: list = field(default_factory=list)  # AWQ modules: inputs must be scaled by M.pre_quant_scale
 
 
 # ------------------------------------------------------------------------------------------------ detection
@@ -274,7 +275,17 @@ def _assemble_linear(infos, get, scheme, report) -> tuple[dict, set]:
             consumed.add(global_name)
         consumed.update({packed_name, scale_name})
     _refuse_orphans(infos, consumed, scheme)
+    _note_pre_quant_scales(infos, built, report)
     return built, consumed
+
+
+def _note_pre_quant_scales(infos, built, report) -> None:
+    """ModelOpt NVFP4_AWQ: x must be multiplied by M.pre_quant_scale before M's GEMM. The tensor stays raw."""
+    report.pre_quant_scale = sorted(n[:-len(".pre_quant_scale")] for n in infos if n.endswith(".pre_quant_scale"))
+    if report.pre_quant_scale:
+        warnings.warn(f"{len(report.pre_quant_scale)} module(s) carry an AWQ pre_quant_scale (e.g. "
+                      f"{report.pre_quant_scale[0]}): their inputs must be scaled by it before the GEMM; the "
+                      f"tensors are kept as '<module>.pre_quant_scale'", RuntimeWarning, stacklevel=4)
 
 
 def _refuse_orphans(infos, consumed, scheme) -> None:

@@ -116,17 +116,18 @@ def _header_length(path, head: bytes, file_size: int) -> int:
     return n
 
 
-def _parse_json(path, raw: bytes) -> dict:
+def parse_json_object(path, raw: bytes, what: str = "safetensors header") -> dict:
+    """Strict JSON: UTF-8, no duplicate keys at any depth, no NaN/Infinity, an object at the top."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _fail(path, f"header is not valid UTF-8 ({exc})") from None
+        raise FormatError(f"{what} {path}: not valid UTF-8 ({exc})") from None
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, duplicates, int digit limit, deep nesting
-        raise _fail(path, f"header is not valid JSON: {str(exc)[:200]}") from None
+        raise FormatError(f"{what} {path}: not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
-        raise _fail(path, f"header is a JSON {type(obj).__name__}, not an object")
+        raise FormatError(f"{what} {path}: a JSON {type(obj).__name__}, not an object")
     return obj
 
 
@@ -202,7 +203,7 @@ def parse_header(path, head: bytes, file_size: int) -> tuple[int, dict, dict[str
     n = _header_length(path, head, file_size)
     if len(head) < 8 + n:
         raise _fail(path, f"file ended inside the {n}-byte header")
-    obj = _parse_json(path, head[8:8 + n])
+    obj = parse_json_object(path, head[8:8 + n])
     data_len = file_size - 8 - n
     metadata = _check_metadata(path, obj.pop("__metadata__", None))
     infos = {name: _check_entry(path, name, entry, data_len) for name, entry in obj.items()}

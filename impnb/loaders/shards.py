@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
-from .safetensors import MAX_HEADER_BYTES, GapWarning, SafetensorsFile, TensorInfo, _parse_json
+from .safetensors import MAX_HEADER_BYTES, GapWarning, SafetensorsFile, TensorInfo, parse_json_object
 
 INDEX_NAME = "model.safetensors.index.json"
 
@@ -48,7 +48,7 @@ def _read_json_file(path, what: str):
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise FormatError(f"{what} {path}: cannot read ({exc})") from None
-    return _parse_json(path, raw)
+    return parse_json_object(path, raw, what)
 
 
 def _plain_filename(index_path, name) -> bool:
