@@ -103,9 +103,12 @@ def test_launches_run_on_the_callers_stream_and_replay_in_a_cuda_graph():
     tolerances.assert_close("nvfp4_gemv", ref_nvfp4.nvfp4_gemv(host, x_host), y.get(), args=(host, x_host))
     assert (codes.get() == ref_fp8.fp8_e4m3_encode(x_host)).all()
     del y
-    stream.begin_capture()
-    y = nvfp4.nvfp4_gemv(t, x)
-    graph = stream.end_capture()
+    with stream:
+        stream.begin_capture()
+        try:
+            y = nvfp4.nvfp4_gemv(t, x)
+        finally:
+            graph = stream.end_capture()
     y[...] = 0  # the replay must write it again
     x[...] = cupy.asarray(x_host * 2)
     graph.launch(stream)

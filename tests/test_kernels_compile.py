@@ -48,3 +48,19 @@ def test_nvfp4_kernels_compile_for_sm90_without_stack_frames(tmp_path):
     frames = [int(b) for b in re.findall(r"(\d+) bytes stack frame", report)]
     spills = [int(b) for b in re.findall(r"(\d+) bytes spill stores", report)]
     assert frames and max(frames) == 0 and max(spills) == 0, report[-4000:]
+
+
+def _kernel_files() -> list[str]:
+    import importlib.resources
+    root = importlib.resources.files("impnb.cuda.kernels")
+    return sorted(p.name for p in root.iterdir() if p.name.endswith(".cu"))
+
+
+@pytest.mark.parametrize("filename", _kernel_files())
+def test_every_kernel_file_compiles_for_sm90(tmp_path, filename):
+    """Every .cu file the CUDA path loads compiles as NVRTC would see it (its extern "C" kernels are built)."""
+    source = tmp_path / filename
+    source.write_text(kernel_source(filename))
+    result = subprocess.run([NVCC, "-arch=sm_90", "-cubin", "-std=c++17", "-o", str(tmp_path / "k.cubin"),
+                             str(source)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]

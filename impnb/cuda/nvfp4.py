@@ -238,7 +238,7 @@ def _activations(x, k: int, op: str, *, ndim: int):
         want = "[K]" if ndim == 1 else "[M, K]"
         raise ValueError(f"{op}: activations must be {want} with K = {k} (the logical K, 2 x packed width), "
                          f"got shape {x.shape}")
-    return mod.ascontiguousarray(x.astype(np.float32))  # exact for float16 / float32; float64 rounds (as reference)
+    return mod.ascontiguousarray(x.astype(np.float32, copy=False))  # exact for float16 / float32; float64 rounds (as reference)
 
 
 def _aligned(n_bytes: int, *arrays) -> bool:
