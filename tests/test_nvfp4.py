@@ -219,6 +219,17 @@ def test_gemm_rows_equal_gemv_bit_for_bit(rng):
         np.testing.assert_array_equal(y[m], ref.nvfp4_gemv(t, x[m]))
 
 
+@pytest.mark.parametrize("n,k", [(704, 2816), (2816, 704)], ids=["up_704x2816", "down_2816x704"])
+def test_gemm_m11_at_gemma4_expert_shapes_is_within_bound(rng, n, k):
+    """Seed 000: M > 1 at these expert shapes went wrong in a per-row loop while M = 1 worked."""
+    t = ref.nvfp4_quantize(planted_weight(rng, n, k, bf16=True), layout="compressed-tensors")
+    x = rng.standard_normal((11, k)).astype(F32)
+    y = ref.nvfp4_gemm(t, x)
+    assert y.shape == (11, n)
+    for m in range(11):
+        assert_gemv_within_bound(y[m], t, x[m])
+
+
 def test_gemv_follows_the_documented_blocked_order(rng):
     t = random_tensor(rng, 3, 48, "compressed-tensors")
     x = rng.standard_normal(48).astype(F32)

@@ -127,3 +127,18 @@ def _(rng, size):
     n, k = _shape(size, 1)
     m = 5 if size == "tiny" else 33
     return (random_tensor(rng, n, k, "modelopt"), rng.standard_normal((m, k)).astype(F32)), {}
+
+
+# Seed 000: a per-row GEMV loop broke the M > 1 NVFP4 product at Gemma-4 expert shapes (N=704 K=2816 and
+# N=2816 K=704) while M = 1 worked; its follow-up asked for exactly this: M = 11 against a float reference.
+for _i, _tag in enumerate(("up_704x2816", "down_2816x704")):
+    @case("nvfp4_gemm", f"seed000_expert_m11_{_tag}")
+    def _(rng, size, i=_i):
+        n, k = _shape(size, i)
+        t = nvfp4_quantize_planted(rng, n, k, "compressed-tensors")
+        return (t, rng.standard_normal((11, k)).astype(F32)), {}
+
+
+def nvfp4_quantize_planted(rng, n, k, layout):
+    from impnb.reference.nvfp4 import nvfp4_quantize
+    return nvfp4_quantize(planted_weight(rng, n, k, bf16=True), layout=layout)
