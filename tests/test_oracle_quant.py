@@ -4,12 +4,15 @@ Skipped unless the libraries are installed (they are not impnb dependencies). To
     python -m venv /tmp/oracle && /tmp/oracle/bin/pip install torch==2.13.0 compressed-tensors==0.20.0 \
         ml_dtypes hypothesis pytest -e . && /tmp/oracle/bin/pip install --no-deps nvidia-modelopt==0.47.0 \
         && /tmp/oracle/bin/pip install requests omegaconf pulp scipy       # what modelopt's qtensor imports
-    /tmp/oracle/bin/python -m pytest -m oracle tests/test_oracle_quant.py
+    /tmp/oracle/bin/python -m pytest -m oracle tests/test_oracle_quant.py   # IMPNB_ORACLE_MATRICES=1500 for more
 The compressed-tensors pipeline below is its own code for a float32 weight: generate_gparam (global scale),
 calculate_qparams (block scales from per-group min/max), quantize_and_pack_fp4 (codes), dequantize.
 ModelOpt's is NVFP4QTensor.quantize / dequantize. torch's own float8 cast (which saturates from 2.13) is compared
 with the FP8 encoder whenever torch is present.
 """
+import os
+
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -24,14 +27,30 @@ REAL_SHAPES = [(704, 2816), (2816, 704)]
 
 
 def weights(seed):
-    """Random weights: planted blocks (zero, FP8 underflow, outlier, -0.0), bf16 values, wide scales."""
+    """Random weights: planted blocks (zero, FP8 underflow, outlier, -0.0), bf16 values, heavy tails, blocks far
+    below the tensor amax, many exact zeros, magnitudes 2^-30..2^10, then the real Gemma-4 expert shapes.
+    IMPNB_ORACLE_MATRICES (default 24) sets how many random ones."""
     rng = np.random.default_rng(seed)
-    for i, (n, k) in enumerate(SHAPES * 2):
-        yield planted_weight(rng, n, k, bf16=bool(i % 2), scale=float(np.exp2(rng.uniform(-24, 8))))
-    heavy = (rng.standard_t(2, (32, 128)) * 0.01).astype(F32)  # heavy tails: many blocks far below amax
-    yield heavy
+    for i in range(int(os.environ.get("IMPNB_ORACLE_MATRICES", "24"))):
+        n, k = (SHAPES[i // 6 % len(SHAPES)] if i < 6 * len(SHAPES)
+                else (int(rng.integers(1, 96)), 16 * int(rng.integers(1, 96))))
+        yield _weight_of_kind(rng, i % 6, n, k, float(np.exp2(rng.uniform(-30, 10))))
     for n, k in REAL_SHAPES:
         yield planted_weight(rng, n, k, bf16=True)
+
+
+def _weight_of_kind(rng, kind, n, k, scale):
+    if kind in (0, 1):
+        return planted_weight(rng, n, k, bf16=kind == 1, scale=scale)
+    w = rng.standard_normal((n, k)) * scale
+    if kind == 2:
+        w = rng.standard_t(1.5, (n, k)) * scale  # heavy tails: outliers
+    elif kind == 3:
+        w = w * np.repeat(np.exp2(rng.uniform(-40, 0, (n, k // 16))), 16, axis=1)  # blocks that underflow FP8
+    elif kind == 4:
+        w[rng.random((n, k)) < 0.3] = 0.0  # many exact zeros, some all-zero blocks
+    w = w.astype(F32)
+    return w.astype(ml_dtypes.bfloat16).astype(F32) if kind == 5 else w
 
 
 def _ct():
