@@ -42,7 +42,8 @@ def nvfp4_quantize(w, *, layout="compressed-tensors"):
         s_b  = fp8_rne(clamp(gs * (amax_b / 6), -448, 448));  s_b = 0.125 (0x20) where s_b == 0
         q    = e2m1_rne(clamp(x / (s_b / gs), -6, 6))          (two float32 divisions, in this order)
     nvidia-modelopt 0.47 (ws2 is a multiplier):
-        ws2  = max|W| / 2688                                   (0 for an all-zero W: the tensor is unusable)
+        ws2  = max|W| / 2688       (0 for an all-zero W, then 0/0 gives scale bytes 0xFF and codes 0x7, as
+                                    ModelOpt writes; the tensor is unusable and contributes zeros)
         s_b  = amax_b / (6 * ws2);  s_b = 1.0 where s_b == 0;  s_b = fp8_rne(clamp(s_b, 2^-9, 448))
         q    = e2m1_rne(x / (s_b * ws2))
     amax_b is the max |x| of block b (16 consecutive elements of a row). Block scales land in the same 0..448
