@@ -117,7 +117,16 @@ def test_dtype_override_writes_fp8_e8m0_f4(tmp_path):
         assert g.get_tensor("e").dtype == torch.float8_e8m0fnu
 
 
+def test_writer_ml_dtypes_e8m0(tmp_path):
+    e = np.array([1.0, 2.0 ** -3, 2.0 ** 10], dtype=ml_dtypes.float8_e8m0fnu)
+    save_safetensors(tmp_path / "e.safetensors", {"e": e})
+    f = SafetensorsFile(tmp_path / "e.safetensors")
+    assert f.infos["e"].dtype == "F8_E8M0" and f.tensor("e").tolist() == [127, 124, 137]
+
+
 def test_writer_rejects_bad_override(tmp_path):
+    with pytest.raises(ValueError, match="reserved"):
+        save_safetensors(tmp_path / "x.safetensors", {"__metadata__": np.zeros(2, np.float32)})
     with pytest.raises(ValueError, match="8-bit"):
         save_safetensors(tmp_path / "x.safetensors", {"a": np.zeros(2, np.float32)}, dtypes={"a": "F8_E4M3"})
     with pytest.raises(ValueError, match="not being written"):

@@ -287,6 +287,7 @@ def read_safetensors(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 
 _WRITE_DTYPES = {np.dtype(v[1]): k for k, v in DTYPES.items()
                  if k not in ("F8_E8M0", "F4", "F6_E2M3", "F6_E3M2")}
+_WRITE_DTYPES[np.dtype(ml_dtypes.float8_e8m0fnu)] = "F8_E8M0"
 
 
 def _encode_tensor(name, arr, override):
@@ -319,6 +320,8 @@ def save_safetensors(path, tensors: dict, metadata: dict | None = None, dtypes: 
     Tensors are laid out by decreasing item size, then name, so each starts aligned to its item size.
     """
     dtypes = dtypes or {}
+    if "__metadata__" in tensors:
+        raise ValueError("'__metadata__' is reserved for the metadata block; it cannot name a tensor")
     unknown = set(dtypes) - set(tensors)
     if unknown:
         raise ValueError(f"dtypes names tensors that are not being written: {sorted(unknown)}")
