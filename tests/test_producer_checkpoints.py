@@ -146,3 +146,21 @@ def test_producer_checkpoint_logits_match_transformers(name):
         theirs = hf(torch.from_numpy(ids)[None]).logits[0].numpy()
     # float32 both ways, different summation order: measured max |diff| 1.2e-7 on logits of magnitude ~0.34
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=2e-6)
+
+
+def test_transformers_sharded_save_pretrained(tmp_path):
+    """A sharded checkpoint with its index, as transformers' save_pretrained writes it, loads tensor for tensor."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = {k: v for k, v in json.loads((DATA / "ct_nvfp4_tiny" / "config.json").read_text()).items()
+              if k != "quantization_config"}
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config)).to(torch.bfloat16)
+    hf.save_pretrained(tmp_path, max_shard_size="8KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    ck = impnb.load_checkpoint(tmp_path)
+    assert len(ck.source.files) > 1 and ck.quantization is None and ck.config.arch == "llama"
+    state = hf.state_dict()
+    assert set(ck.tensors) == set(state)
+    for name, t in state.items():
+        assert ck.tensors[name].tobytes() == t.contiguous().view(torch.uint8).numpy().tobytes(), name
