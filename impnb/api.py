@@ -118,7 +118,7 @@ class _CountingTensors(Mapping):
 
 
 def load_model(path=None, backend: str | None = None, *, progress: bool = False,
-               w4a4: bool = False) -> "LoadedModel":
+               w4a4: bool = False, weights: str | None = None) -> "LoadedModel":
     """Load a model for generation (see the module docstring). ``progress``: draw a loading bar on stderr.
     ``w4a4``: quantize each NVFP4 Linear's input at run time with the checkpoint's input scale (impnb.w4a4)."""
     resolved = resolve_model_path(path)
@@ -128,12 +128,37 @@ def load_model(path=None, backend: str | None = None, *, progress: bool = False,
     if ckpt.config is None:
         raise ValueError(f"{resolved}: no model configuration found (config.json or GGUF metadata)")
     with _Progress(f"loading {resolved.name}", len(ckpt.tensors), progress) as bar:
-        model = Model(ckpt.config, _CountingTensors(ckpt.tensors, bar), backend=backend)
+        model = _build_model(ckpt.config, _CountingTensors(ckpt.tensors, bar), backend, weights)
     if w4a4:
         from .w4a4 import enable_w4a4
         enable_w4a4(model, ckpt.tensors)
     tokenizer, chat = _tokenizer_and_chat(ckpt, resolved)
     return LoadedModel(model, tokenizer, chat, resolved, backend)
+
+
+def _build_model(config, tensors, backend: str | None, weights: str | None):
+    """The reference Model, or the CUDA engine (impnb/cuda/model.py) for backend "cuda" / "check" (and for None
+    when a GPU is usable and IMPNB_BACKEND is unset). ``weights``: the engine's weight policy ("auto", "bf16",
+    "fp16", "fp32", or "nvfp4" = quantize every dense linear at load, for both backends)."""
+    from .model import Model
+    if weights == "nvfp4":
+        from .cuda.model import QuantizedLinears
+        tensors = QuantizedLinears(config, tensors)
+    engine = backend in ("cuda", "check")
+    if backend is None and not os.environ.get("IMPNB_BACKEND"):
+        from .cuda import runtime
+        engine = runtime.gpu_usable()
+    if not engine:
+        return Model(config, tensors, backend=backend)
+    from .cuda.model import build_model
+    from .errors import Unsupported
+    try:
+        return build_model(config, tensors, backend=backend or "cuda", weights=weights or "auto")
+    except Unsupported as exc:
+        if backend == "check":
+            raise
+        print(f"note: {exc}; running the model op by op on the CUDA ops instead", file=sys.stderr)
+        return Model(config, tensors, backend="cuda")
 
 
 def _tokenizer_and_chat(ckpt, resolved: Path):

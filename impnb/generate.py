@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ban", action="append", type=int, default=[], metavar="ID", help="banned token id (repeatable)")
     ap.add_argument("--ignore-eos", action="store_true", help="do not stop at EOS / end-of-turn tokens")
     ap.add_argument("--backend", choices=("reference", "cuda", "check"), help="default: cuda on a GPU, else reference")
+    ap.add_argument("--quantize", choices=("nvfp4",), help="quantize every dense linear to NVFP4 at load (both "
+                                                           "backends; the CUDA engine then runs NVFP4 natively)")
+    ap.add_argument("--weights", choices=("auto", "bf16", "fp16", "fp32"), default=None,
+                    help="CUDA engine weight storage for non-NVFP4 weights (default auto: see impnb/cuda/_engine_weights.py)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
     ap.add_argument("--dump-golden", metavar="FILE", help="write every named tap of the prompt's forward pass")
     return ap
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         from .api import load_model
-        model = load_model(args.model, backend=args.backend, progress=True)
+        model = load_model(args.model, backend=args.backend, progress=True, weights=args.quantize or args.weights)
         if args.dump_golden:
             if args.prompt is None:
                 raise ValueError("--dump-golden needs --prompt")

@@ -1,0 +1,14 @@
+"""Outputs of the CuPy-expression ops (model ops' CUDA paths): copied into impnb.cuda._alloc allocations, so the
+cross-check tests' canaries guard them like every other CUDA-path output."""
+from __future__ import annotations
+
+from . import _alloc
+
+
+def guarded(value, label: str):
+    """``value`` (a CuPy array, or a tuple of them) in buffers from ``_alloc.empty``."""
+    if isinstance(value, tuple):
+        return tuple(guarded(v, f"{label}[{i}]") for i, v in enumerate(value))
+    out = _alloc.empty(value.shape, value.dtype, label=label)
+    out[...] = value
+    return out

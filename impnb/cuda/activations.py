@@ -1,0 +1,71 @@
+"""Activations, CUDA path (same signatures as impnb/reference/activations.py): CuPy elementwise kernels in float32.
+
+Elementwise, any shape. CUDA's expf / tanhf are within 1-2 ulp of NumPy's float32 exp / tanh (tolerance table).
+GPU only (CuPy).
+"""
+from __future__ import annotations
+
+from ._outputs import guarded
+from ._launch import gpu_only, require_gpu
+
+_GELU_C = 0.7978845608028654  # sqrt(2 / pi)
+
+
+def _f32(x):
+    import cupy as cp
+    return cp.asarray(x, dtype=cp.float32)
+
+
+def _sigmoid(x):
+    import cupy as cp
+    e = cp.exp(-cp.abs(x))
+    return cp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(cp.float32)
+
+
+@gpu_only
+def silu(x):
+    """silu(x) = x * sigmoid(x), elementwise, float32."""
+    require_gpu("silu")
+    x = _f32(x)
+    return guarded(x * _sigmoid(x), "silu")
+
+
+@gpu_only
+def gelu_tanh(x):
+    """gelu_tanh(x) = 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))), elementwise, float32."""
+    require_gpu("gelu_tanh")
+    import cupy as cp
+    x = _f32(x)
+    inner = cp.float32(_GELU_C) * (x + cp.float32(0.044715) * x * x * x)
+    return guarded(cp.float32(0.5) * x * (cp.float32(1.0) + cp.tanh(inner)), "gelu_tanh")
+
+
+@gpu_only
+def swiglu(gate, up):
+    """SwiGLU: silu(gate) * up, elementwise over equal shapes, float32."""
+    return guarded(silu(gate) * _f32(up), "swiglu")
+
+
+@gpu_only
+def geglu_tanh(gate, up):
+    """GeGLU with the tanh GELU: gelu_tanh(gate) * up, elementwise over equal shapes, float32."""
+    return guarded(gelu_tanh(gate) * _f32(up), "geglu_tanh")
+
+
+@gpu_only
+def swiglu_oai(gate, up, *, alpha=1.702, limit=7.0):
+    """gpt-oss clamped SwiGLU: g = min(gate, limit); u = clip(up, -limit, limit); (u + 1) * g * sigmoid(alpha * g)."""
+    require_gpu("swiglu_oai")
+    import cupy as cp
+    g = cp.minimum(_f32(gate), cp.float32(limit))
+    u = cp.clip(_f32(up), cp.float32(-limit), cp.float32(limit))
+    return guarded((u + cp.float32(1.0)) * (g * _sigmoid(cp.float32(alpha) * g)), "swiglu_oai")
+
+
+@gpu_only
+def softcap(x, *, cap):
+    """Logit soft-capping: cap * tanh(x / cap), elementwise, float32."""
+    require_gpu("softcap")
+    import cupy as cp
+    x = _f32(x)
+    return guarded(cp.float32(cap) * cp.tanh(x / cp.float32(cap)), "softcap")
