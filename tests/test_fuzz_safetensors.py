@@ -1,7 +1,9 @@
 """Bounded fuzzing of the safetensors reader (hypothesis): mutate the header length, header bytes, dtypes, shapes
 and offsets of a small valid file. Each case must either load (every view inside the file) or raise FormatError:
 never another exception, never a hang (per-case time bound), never an allocation beyond a small multiple of the
-file size (tracemalloc peak), whatever size the header claims. The number of cases run is printed."""
+file size (tracemalloc peak), whatever size the header claims. A second property feeds random quantization-like
+tensor sets (names, dtypes, shapes) to the NVFP4/MXFP4 assembly under each scheme: a checkpoint, FormatError or
+Unsupported, nothing else. The number of cases run is printed."""
 from __future__ import annotations
 
 import json
@@ -169,12 +171,56 @@ def test_fuzz_bytes(base):
     run()
 
 
+# ------------------------------------------------------------------------------------------- quantized tensors
+
+QUANT_SUFFIXES = [".weight", ".weight_packed", ".weight_scale", ".weight_global_scale", ".weight_scale_2",
+                  ".input_scale", "_blocks", "_scales"]
+CONFIGS = [None, {"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized"},
+           {"quant_method": "compressed-tensors", "format": "mxfp4-pack-quantized"},
+           {"quant_method": "modelopt", "quant_algo": "NVFP4"}, {"quant_method": "mxfp4"}]
+QUANT_CASES = {"run": 0}
+
+
+@st.composite
+def quant_tensor_set(draw):
+    """A few tensors of one module with quantization-like names, random dtypes and shapes."""
+    from impnb.loaders.safetensors import TensorInfo
+    infos, arrays = {}, {}
+    for suffix in draw(st.lists(st.sampled_from(QUANT_SUFFIXES), min_size=1, max_size=5, unique=True)):
+        name = "m" + suffix
+        dtype = draw(st.sampled_from(["U8", "F8_E4M3", "F8_E8M0", "F32", "BF16", "F16", "I64"]))
+        shape = tuple(draw(st.lists(st.sampled_from([0, 1, 2, 4, 8, 16, 32]), max_size=4)))
+        arrays[name] = np.zeros(shape, DTYPES[dtype][1])
+        infos[name] = TensorInfo(name, dtype, shape, 0, arrays[name].nbytes)
+    return infos, arrays
+
+
+def test_fuzz_quant_assembly():
+    """Random quantization-like tensor sets under each scheme: a checkpoint, FormatError or Unsupported."""
+    from impnb import Unsupported
+    from impnb.loaders.quant import assemble, detect_scheme
+
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None)
+    @given(st.sampled_from(CONFIGS), quant_tensor_set())
+    def run(qc, tensor_set):
+        infos, arrays = tensor_set
+        QUANT_CASES["run"] += 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                assemble(infos, arrays.__getitem__, detect_scheme({"quantization_config": qc} if qc else {}))
+            except (FormatError, Unsupported):
+                pass
+    run()
+
+
 def test_fuzz_summary(capsys):
-    """Prints how many cases ran (this module's tests run in file order, so the three above have run)."""
+    """Prints how many cases ran (this module's tests run in file order, so the ones above have run)."""
     if CASES["run"] == 0:
         pytest.skip("no fuzz case ran in this session (the fuzz tests were deselected)")
     with capsys.disabled():
         print(f"\nsafetensors fuzz: {CASES['run']} cases, {CASES['loaded']} loaded, {CASES['rejected']} rejected "
-              f"with FormatError")
+              f"with FormatError; "
+              f"{QUANT_CASES['run']} quantized-tensor cases")
     assert CASES["run"] == CASES["loaded"] + CASES["rejected"]
     assert CASES["loaded"] and CASES["rejected"]  # the mutations reach both outcomes
