@@ -85,6 +85,7 @@ class LayerConfig:
     sinks: bool = False               # gpt-oss: a learned per-head logit joins the softmax denominator
     moe: bool = False                 # this layer's FFN is the MoE block
     intermediate_size: int = 0        # dense MLP width of this layer
+    kv_source: int | None = None      # Gemma-4 KV sharing: attend over layer kv_source's cache, compute no k / v
 
     def __post_init__(self):
         if self.kind not in ("sliding", "full"):
@@ -123,6 +124,7 @@ class ModelConfig:
     sandwich_norms: bool = False      # Gemma: post-attention and post-FFN norms on the branch outputs
     layer_scalar: bool = False        # Gemma-4: the layer output is multiplied by a per-layer scalar
     moe: MoEConfig | None = None
+    ple_dim: int = 0                  # Gemma-4 per-layer input embeddings (hidden_size_per_layer_input); 0 = none
     max_position_embeddings: int = 4096
     bos_token_id: int | None = None
     eos_token_ids: tuple = ()

@@ -225,13 +225,8 @@ _GEMMA4 = dict(vocab_size=262144, hidden_size=2304, intermediate_size=9216, num_
 
 def _gemma4(cfg: dict) -> ModelConfig:
     d = _common(cfg, _GEMMA4)
-    if d.get("hidden_size_per_layer_input"):
-        raise ValueError("gemma4 per-layer input embeddings (hidden_size_per_layer_input > 0, the E2B/E4B models) "
-                         "are not supported yet; supported: the dense and MoE text models without PLE")
-    if d.get("num_kv_shared_layers"):
-        raise ValueError("gemma4 num_kv_shared_layers > 0 (cross-layer KV sharing) is not supported yet")
-    if d.get("use_double_wide_mlp"):
-        raise ValueError("gemma4 use_double_wide_mlp only applies to KV-shared layers, which are not supported yet")
+    if d.get("vocab_size_per_layer_input", d["vocab_size"]) != d["vocab_size"] and d["hidden_size_per_layer_input"]:
+        raise ValueError("gemma4 vocab_size_per_layer_input != vocab_size is not supported")
     if d.get("use_bidirectional_attention") == "all":
         raise ValueError("gemma4 with use_bidirectional_attention='all' is not a causal LM")
     kinds = _layer_kinds(d, _gemma_pattern(d["num_hidden_layers"], 6))
@@ -244,11 +239,14 @@ def _gemma4(cfg: dict) -> ModelConfig:
              "full": _rope_from_params(params["full_attention"], 1e6)}
     k_eq_v = bool(d["attention_k_eq_v"])
     overrides = _gemma4_overrides(d, kinds, k_eq_v)
+    sources = _gemma4_kv_sources(kinds, int(d["num_kv_shared_layers"]))
     layers = []
     for i, k in enumerate(kinds):
-        o = overrides.get(i, {})
+        o = dict(overrides.get(i, {}))
+        if sources[i] is not None and d.get("use_double_wide_mlp"):
+            o["intermediate_size"] = 2 * o.get("intermediate_size", d["intermediate_size"])
         layers.append(_layer({**d, **o}, i, k, ropes[k], scale=1.0, k_eq_v=k_eq_v and k == "full",
-                             moe=bool(d["enable_moe_block"])))
+                             moe=bool(d["enable_moe_block"]), kv_source=sources[i]))
     moe = None
     if d["enable_moe_block"]:
         moe = MoEConfig(n_experts=int(d["num_experts"]), top_k=int(d["top_k_experts"]),
@@ -257,7 +255,24 @@ def _gemma4(cfg: dict) -> ModelConfig:
                         activation=_act(d["hidden_activation"]))
     return _model("gemma4_text", d, layers, activation=_act(d["hidden_activation"]), norm_offset=0.0,
                   embedding_scale=float(np.float32(math.sqrt(d["hidden_size"]))), qk_norm=True, v_norm=True,
-                  sandwich_norms=True, layer_scalar=True, final_softcap=d.get("final_logit_softcapping"), moe=moe)
+                  sandwich_norms=True, layer_scalar=True, final_softcap=d.get("final_logit_softcapping"), moe=moe,
+                  ple_dim=int(d["hidden_size_per_layer_input"] or 0))
+
+
+def _gemma4_kv_sources(kinds: list[str], n_shared: int) -> list:
+    """Gemma4TextConfig.kv_sharing_modes: the last n_shared layers compute no K/V; each reads the cache of the
+    last earlier (non-shared) layer of its own type."""
+    n = len(kinds)
+    first_shared = n - n_shared
+    if n_shared == 0:
+        return [None] * n
+    if first_shared <= 0:
+        raise ValueError(f"gemma4 num_kv_shared_layers={n_shared} leaves no layer computing K/V")
+    producer = {k: max(i for i in range(first_shared) if kinds[i] == k) for k in set(kinds[:first_shared])}
+    missing = set(kinds[first_shared:]) - set(producer)
+    if missing:
+        raise ValueError(f"gemma4 KV sharing: no earlier layer of type {sorted(missing)} produces a cache")
+    return [None if i < first_shared else producer[kinds[i]] for i in range(n)]
 
 
 def _gemma4_overrides(d: dict, kinds: list[str], k_eq_v: bool) -> dict:

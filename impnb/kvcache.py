@@ -12,7 +12,8 @@ written before attention; it evicts only positions <= p0 + T - 1 - C < p0 - wind
 the chunk may see. Full layers have C = max_tokens and write position p to slot p. Prefill longer than ``chunk``
 is split into chunks by the model; a prompt past ``max_tokens`` raises ``ContextOverflow``.
 
-Buffers are preallocated per layer at that layer's own geometry (Gemma-4's dual head_dim: no layer shares a
+Gemma-4 KV-sharing layers (``LayerConfig.kv_source``) hold no slots of their own: their entry in ``layers`` is
+their producer's LayerKV. Buffers are preallocated per layer at that layer's own geometry (Gemma-4's dual head_dim: no layer shares a
 buffer sized for another; ``ModelConfig.max_head_dim`` / ``max_kv_heads`` size shared workspaces).
 """
 from __future__ import annotations
@@ -76,7 +77,9 @@ class KVCache:
         self.max_tokens = int(max_tokens)
         self.chunk = int(max(1, min(chunk, max_tokens)))
         self.position = 0
-        self.layers = [self._layer(lc) for lc in config.layers]
+        self.layers: list[LayerKV] = []
+        for lc in config.layers:  # a KV-sharing layer (Gemma-4) reads its producer's slots: the same object
+            self.layers.append(self.layers[lc.kv_source] if lc.kv_source is not None else self._layer(lc))
 
     def _layer(self, lc) -> LayerKV:
         if lc.kind == "sliding":
@@ -100,4 +103,5 @@ class KVCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(layer.k.nbytes + layer.v.nbytes + layer.pos.nbytes for layer in self.layers)
+        unique = {id(layer): layer for layer in self.layers}.values()
+        return sum(layer.k.nbytes + layer.v.nbytes + layer.pos.nbytes for layer in unique)

@@ -83,9 +83,21 @@ def test_gemma4_moe_dual_geometry_sized_by_the_max():
     assert cfg.layer_scalar and cfg.v_norm and cfg.norm_offset == 0.0 and cfg.final_softcap == 30.0
 
 
+def test_gemma4_e2b_style_ple_and_kv_sharing():
+    cfg = ModelConfig.from_hf({**GEMMA4_MOE["text_config"], "enable_moe_block": False, "num_hidden_layers": 12,
+                               "hidden_size_per_layer_input": 256, "vocab_size_per_layer_input": 262144,
+                               "num_kv_shared_layers": 4, "use_double_wide_mlp": True})
+    assert cfg.ple_dim == 256
+    # layers 8..11 reuse the last non-shared layer of their type: sliding -> 7, full -> 5
+    assert [lc.kv_source for lc in cfg.layers] == [None] * 8 + [7, 7, 7, 5]
+    assert cfg.layers[8].intermediate_size == 2 * cfg.layers[0].intermediate_size
+
+
 def test_gemma4_unsupported_variants_are_refused_clearly():
-    with pytest.raises(ValueError, match="per-layer input embeddings"):
-        ModelConfig.from_hf({**GEMMA4_MOE["text_config"], "hidden_size_per_layer_input": 256})
+    with pytest.raises(ValueError, match="not a causal LM"):
+        ModelConfig.from_hf({**GEMMA4_MOE["text_config"], "use_bidirectional_attention": "all"})
+    with pytest.raises(ValueError, match="leaves no layer computing K/V"):
+        ModelConfig.from_hf({**GEMMA4_MOE["text_config"], "num_kv_shared_layers": 30})
 
 
 def test_qwen3_moe_routing():

@@ -21,7 +21,7 @@ from ..config import ModelConfig
 from ..kvcache import ContextOverflow, KVCache
 from ..reference.rope import rope_inv_freq
 from . import blocks
-from .weights import WeightStore, check_layer_count, load_layer
+from .weights import WeightStore, check_layer_count, load_layer, load_ple
 
 __all__ = ["Model", "OpTable", "ContextOverflow"]
 
@@ -59,6 +59,7 @@ class Model:
             self.layers.append(load_layer(store, config, lc))
             if progress is not None:
                 progress(lc.index + 1, config.n_layers)
+        self.ple = load_ple(store, config)
         freq_factors = store.get("rope_freqs.weight", optional=True)
         self.ropes = [self._rope_table(lc, freq_factors) for lc in config.layers]
         self.unused_tensors = store.unused()
@@ -101,9 +102,11 @@ class Model:
         positions = cache.positions(ids.size)
         x = ops.embedding(ids, self.embed, scale=cfg.embedding_scale)  # [T, H]
         blocks._tap(taps, "embedding", None, x)
+        ple = None if self.ple is None else blocks.per_layer_inputs(ops, ids, x, self.ple, cfg)  # [T, L, P]
         masks = {}
         for lc, w, rope, kv in zip(cfg.layers, self.layers, self.ropes, cache.layers):
-            x = blocks.decoder_layer(ops, x, w, lc, cfg, (kv, positions, rope, masks), taps)
+            x = blocks.decoder_layer(ops, x, w, lc, cfg, (kv, positions, rope, masks), taps,
+                                     None if ple is None else ple[:, lc.index])
         cache.advance(ids.size)
         if last_only:
             x = x[-1:]

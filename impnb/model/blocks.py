@@ -32,21 +32,14 @@ def attention_block(ops, x, w, lc, cfg, state, taps):
     """x [T, H] (normed) -> [T, H]. ``state``: the layer's LayerKV, positions [T], the rope table, masks memo."""
     kv, positions, (inv_freq, rope_scaling), masks = state
     t, d, hq, hkv = x.shape[0], lc.head_dim, lc.n_heads, lc.n_kv_heads
-    qkv = ops.linear(x, w["qkv"], w["qkv_bias"])  # [T, (Hq + 2 Hkv) D]
+    qkv = ops.linear(x, w["qkv"], w["qkv_bias"])  # [T, (Hq + 2 Hkv) D]; KV-sharing layers: [T, Hq D]
     q = qkv[:, :hq * d].reshape(t, hq, d)
-    k = qkv[:, hq * d:(hq + hkv) * d].reshape(t, hkv, d)
-    v = k if lc.k_eq_v else qkv[:, (hq + hkv) * d:].reshape(t, hkv, d)  # k_eq_v: raw k, before k_norm and RoPE
     if cfg.qk_norm:
         q = _qk_norm(ops, q, w["q_norm"], cfg)
-        k = _qk_norm(ops, k, w["k_norm"], cfg)
-    if cfg.v_norm:
-        v = norm(ops, v, None, cfg, offset=0.0)
     q = ops.rope(q, positions, inv_freq, style=lc.rope.style, attention_scaling=rope_scaling)
-    k = ops.rope(k, positions, inv_freq, style=lc.rope.style, attention_scaling=rope_scaling)
     _tap(taps, "q", lc.index, q)
-    _tap(taps, "k", lc.index, k)
-    _tap(taps, "v", lc.index, v)
-    kv.write(positions, k, v)
+    if lc.kv_source is None:  # else: the producer layer already wrote this chunk's K/V into the shared slots
+        _project_kv(ops, qkv[:, hq * d:], w, lc, cfg, state, taps)
     keys, values, slot_pos = kv.view()
     memo = (kv.capacity, kv.filled, lc.window)  # same geometry + window -> same mask for every such layer
     if memo not in masks:
@@ -56,6 +49,22 @@ def attention_block(ops, x, w, lc, cfg, state, taps):
     out = ops.linear(out.reshape(t, hq * d), w["o"], w["o_bias"])
     _tap(taps, "attn_out", lc.index, out)
     return out
+
+
+def _project_kv(ops, kv_part, w, lc, cfg, state, taps):
+    """k / v of this chunk (QK-norm, v_norm, RoPE) written into the layer's cache slots."""
+    kv, positions, (inv_freq, rope_scaling), _ = state
+    t, d, hkv = kv_part.shape[0], lc.head_dim, lc.n_kv_heads
+    k = kv_part[:, :hkv * d].reshape(t, hkv, d)
+    v = k if lc.k_eq_v else kv_part[:, hkv * d:].reshape(t, hkv, d)  # k_eq_v: raw k, before k_norm and RoPE
+    if cfg.qk_norm:
+        k = _qk_norm(ops, k, w["k_norm"], cfg)
+    if cfg.v_norm:
+        v = norm(ops, v, None, cfg, offset=0.0)
+    k = ops.rope(k, positions, inv_freq, style=lc.rope.style, attention_scaling=rope_scaling)
+    _tap(taps, "k", lc.index, k)
+    _tap(taps, "v", lc.index, v)
+    kv.write(positions, k, v)
 
 
 def gated_act(ops, h, activation, moe=None):
@@ -107,8 +116,24 @@ def ffn_block(ops, x, residual, w, lc, cfg, taps):
     return dense_out + experts_out
 
 
-def decoder_layer(ops, x, w, lc, cfg, state, taps):
-    """One pre-norm decoder layer (with Gemma's sandwich norms and Gemma-4's layer scalar); x [T, H] -> [T, H]."""
+def per_layer_inputs(ops, ids, x, ple, cfg):
+    """Gemma-4 PLE, [T, L, P]: (rmsnorm(proj(x) / sqrt(H)) + table[ids] * sqrt(P)) / sqrt(2)."""
+    t, n, p = ids.size, cfg.n_layers, cfg.ple_dim
+    token_part = ops.embedding(ids, ple["table"], scale=float(np.float32(np.sqrt(p)))).reshape(t, n, p)
+    context = ops.linear(x, ple["proj"]) * np.float32(cfg.hidden_size ** -0.5)  # [T, L*P]
+    context = norm(ops, context.reshape(t, n, p), ple["norm"], cfg)
+    return (context + token_part) * np.float32(2.0 ** -0.5)
+
+
+def _per_layer_input(ops, x, w, ple_input, cfg):
+    """x + post_norm(proj(gelu_tanh(gate(x)) * ple_input)) for one layer's ple_input [T, P]."""
+    g = ops.gelu_tanh(ops.linear(x, w["ple_gate"])) * ple_input
+    return x + norm(ops, ops.linear(g, w["ple_proj"]), w["ple_norm"], cfg)
+
+
+def decoder_layer(ops, x, w, lc, cfg, state, taps, ple_input=None):
+    """One pre-norm decoder layer (with Gemma's sandwich norms, Gemma-4's per-layer input and layer scalar);
+    x [T, H] -> [T, H]."""
     i = lc.index
     h = norm(ops, x, w["attn_norm"], cfg)
     _tap(taps, "attn_norm", i, h)
@@ -123,6 +148,8 @@ def decoder_layer(ops, x, w, lc, cfg, state, taps):
         f = norm(ops, f, w["post_ffn_norm"], cfg)
     _tap(taps, "ffn_out", i, f)
     x = x + f
+    if ple_input is not None:
+        x = _per_layer_input(ops, x, w, ple_input, cfg)
     if w.get("layer_scalar") is not None:
         x = x * w["layer_scalar"]
     _tap(taps, "residual", i, x)

@@ -86,6 +86,10 @@ def load_layer(store: WeightStore, config, lc) -> dict:
         w["mlp"] = _mlp(store, p + "mlp.", h)
     if moe is not None:
         w["moe"] = _moe(store, p, config, moe)
+    if config.ple_dim:  # Gemma-4 per-layer input: gate [P, H], projection [H, P], post norm [H]
+        w["ple_gate"] = store.get(p + "per_layer_input_gate.weight", (config.ple_dim, h))
+        w["ple_proj"] = store.get(p + "per_layer_projection.weight", (h, config.ple_dim))
+        w["ple_norm"] = store.get(p + "post_per_layer_input_norm.weight", (h,))
     if config.layer_scalar:
         scalar = store.get(p + "layer_scalar", optional=True)
         w["layer_scalar"] = None if scalar is None else np.float32(scalar.reshape(-1)[0])
@@ -95,9 +99,12 @@ def load_layer(store: WeightStore, config, lc) -> dict:
 def _attention(store, p, config, lc) -> dict:
     h, d = config.hidden_size, lc.head_dim
     q = store.get(p + "q_proj.weight", (lc.n_heads * d, h))
-    k = store.get(p + "k_proj.weight", (lc.n_kv_heads * d, h))
-    parts = [q, k] if lc.k_eq_v else [q, k, store.get(p + "v_proj.weight", (lc.n_kv_heads * d, h))]
-    names = ["q_proj", "k_proj"] + ([] if lc.k_eq_v else ["v_proj"])
+    if lc.kv_source is not None:  # KV-sharing layer: queries only
+        parts, names = [q], ["q_proj"]
+    else:
+        k = store.get(p + "k_proj.weight", (lc.n_kv_heads * d, h))
+        parts = [q, k] if lc.k_eq_v else [q, k, store.get(p + "v_proj.weight", (lc.n_kv_heads * d, h))]
+        names = ["q_proj", "k_proj"] + ([] if lc.k_eq_v else ["v_proj"])
     biases = [store.get(p + n + ".bias", (part.shape[0],), optional=True) for n, part in zip(names, parts)]
     w = {"qkv": np.concatenate(parts, axis=0),
          "qkv_bias": None if all(b is None for b in biases) else
@@ -108,7 +115,8 @@ def _attention(store, p, config, lc) -> dict:
     if config.qk_norm:
         nd = config.qk_norm_dim or d
         w["q_norm"] = store.get(p + "q_norm.weight", (nd,))
-        w["k_norm"] = store.get(p + "k_norm.weight", (nd,))
+        if lc.kv_source is None:
+            w["k_norm"] = store.get(p + "k_norm.weight", (nd,))
     if lc.sinks:
         w["sinks"] = store.get(p + "sinks", (lc.n_heads,))
     return w
@@ -171,6 +179,16 @@ def _experts(store, base, e, h, i, *, transposed_interleaved: bool) -> dict:
 
 
 _LAYER_RE = re.compile(r"^layers\.(\d+)\.")
+
+
+def load_ple(store: WeightStore, config) -> dict | None:
+    """Gemma-4 per-layer input embeddings: table [V, L*P], model projection [L*P, H], projection norm [P]."""
+    if not config.ple_dim:
+        return None
+    width = config.n_layers * config.ple_dim
+    return {"table": store.get("embed_tokens_per_layer.weight", (config.vocab_size, width)),
+            "proj": store.get("per_layer_model_projection.weight", (width, config.hidden_size)),
+            "norm": store.get("per_layer_projection_norm.weight", (config.ple_dim,))}
 
 
 def check_layer_count(store: WeightStore, config) -> None:
