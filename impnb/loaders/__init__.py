@@ -40,6 +40,8 @@ GGUF_MAGIC = b"GGUF"
 
 @dataclass
 class Checkpoint:
+    """What load_checkpoint returns; the fields are described in the module docstring."""
+
     path: Path
     format: str
     tensors: dict
@@ -103,15 +105,11 @@ def _read_json(path: Path):
 
 
 def _model_config(raw: dict | None, source: str):
-    """ModelConfig from impnb.config when that module is available; None without a config."""
+    """impnb.config.ModelConfig (an unknown architecture raises there, listing the supported ones); None
+    without a config."""
     if raw is None:
         return None
-    try:
-        from ..config import ModelConfig
-    except ModuleNotFoundError as exc:  # impnb.config not in this build: keep raw_config only
-        if exc.name != "impnb.config":
-            raise
-        return None
+    from ..config import ModelConfig
     return ModelConfig.from_hf(raw) if source == "hf" else ModelConfig.from_gguf(raw)
 
 
