@@ -345,3 +345,9 @@ def test_awq_pre_quant_scale_is_reported(tmp_path, rng):
     with pytest.warns(RuntimeWarning, match="pre_quant_scale"):
         ck = impnb.load_checkpoint(write_dir(tmp_path / "awq", modelopt_config("NVFP4_AWQ"), tensors, dtypes))
     assert ck.report.pre_quant_scale == [m] and ck.tensors[f"{m}.pre_quant_scale"].shape == (64,)
+
+
+def test_unknown_architecture_says_what_is_supported(tmp_path, rng):
+    config = {**LLAMA, "architectures": ["FooForCausalLM"], "model_type": "foo"}
+    with pytest.raises((ValueError, Unsupported), match="supported: .*llama"):
+        impnb.load_checkpoint(write_dir(tmp_path / "foo", config, plain_tensors(rng)))
