@@ -20,6 +20,8 @@ Tensors per quantized module M (all shapes validated, then wrapped without copyi
     compressed-tensors / ModelOpt MXFP4: as above with a U8 or F8_E8M0 scale [N, K/32] and NO global scale
                               -> tensors["M.weight"] = MXFP4Tensor
     gpt-oss MXFP4:            X_blocks U8 [..., N, K/32, 16], X_scales U8 [..., N, K/32] -> tensors["X"] = MXFP4Tensor
+                              of logical shape [E, N, K] (rows = outputs). NOTE: a dense gpt-oss checkpoint's X
+                              (and transformers' dequantized one) is the TRANSPOSE, [E, K, N].
     Stacked experts [E, N, K/2] (NVFP4) become a tuple of E NVFP4Tensor (global scale [1] or [E]).
 The tensor level must agree with the config: F8_E4M3 scale + group 16 + a global scale is NVFP4; U8/F8_E8M0 scale +
 group 32 + no global scale is MXFP4; anything else (and packed tensors in a module the ignore list leaves
