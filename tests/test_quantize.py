@@ -179,7 +179,7 @@ def test_refuses_a_quantized_source_and_bad_options(src, tmp_path):
         quantize_checkpoint(str(tmp_path / "q"), tmp_path / "qq", progress=False)
     with pytest.raises(ValueError, match="layout"):
         quantize_checkpoint(str(src), tmp_path / "x", layout="gptq", progress=False)
-    with pytest.raises(FileNotFoundError, match="not an installed model package"):
+    with pytest.raises(FileNotFoundError, match="no such file or directory|not a file"):
         quantize_checkpoint(str(tmp_path / "missing"), tmp_path / "x", progress=False)
 
 

@@ -47,15 +47,22 @@ class Report:
 
     def summary(self) -> str:
         return (f"wrote {self.out} ({self.layout}): {len(self.quantized)} Linears in NVFP4, "
-                f"{len(self.ignored)} left in high precision ({', '.join(self.ignored) or 'none'}); "
+                f"{len(self.ignored)} left in high precision ({_few(self.ignored)}); "
                 f"{self.bytes_total / 1e6:.1f} MB of tensors, {self.bytes_quantized / 1e6:.1f} MB of them NVFP4; "
                 f"{self.seconds:.1f} s")
 
 
-def quantize_checkpoint(model: str, out, *, layout: str = "compressed-tensors", ignore=(),
+def _few(names, limit: int = 5) -> str:
+    if not names:
+        return "none"
+    return ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def quantize_checkpoint(model, out, *, layout: str = "compressed-tensors", ignore=(),
                         quantize_lm_head: bool = False, w4a4: bool = False, calibration=None,
                         dtype: str = "bfloat16", progress: bool = True, backend=None) -> Report:
-    """Quantize ``model`` (GGUF path, HF directory, or installed model package name) into directory ``out``.
+    """Quantize ``model`` (GGUF path, HF directory, installed model package name, or a loaded
+    impnb.quantize.source.Source) into directory ``out``.
 
     w4a4: also write input global scales, calibrated on ``calibration`` (a list of prompts; default
     impnb.quantize.calibrate.DEFAULT_PROMPTS) with the static_minmax observer: the max |x| seen at each Linear's
@@ -65,13 +72,13 @@ def quantize_checkpoint(model: str, out, *, layout: str = "compressed-tensors", 
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}; expected one of {sorted(DTYPES)}")
     start = time.perf_counter()
-    src = load_source(model)
+    src = model if isinstance(model, Source) else load_source(model)
     shapes = src.shapes()
     untie = quantize_lm_head and "lm_head.weight" not in shapes
     if untie:
         shapes["lm_head.weight"] = shapes[EMBED]
     plan = make_plan(shapes, ignore, quantize_lm_head)
-    amax = _calibrate(model, plan, calibration, progress) if w4a4 else {}
+    amax = _calibrate(str(src.path), plan, calibration, progress) if w4a4 else {}
     tensors, dtypes, report = _convert(src, plan, layout, amax, DTYPES[dtype], untie, progress)
     config = _config(src, plan, layout, w4a4, dtype, untie)
     _write(Path(out), tensors, dtypes, config, layouts.extra_files(layout, ignore=list(plan.ignore), w4a4=w4a4),

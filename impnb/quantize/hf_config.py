@@ -9,6 +9,8 @@ in the legacy spelling the models' own config.json files on the Hub use (``rope_
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..config import ModelConfig, RopeConfig
 from ..errors import Unsupported
 
@@ -44,7 +46,7 @@ def hf_config(mc: ModelConfig, *, torch_dtype: str = "bfloat16") -> dict:
         "num_attention_heads": first.n_heads,
         "num_key_value_heads": first.n_kv_heads,
         "head_dim": first.head_dim,
-        "rms_norm_eps": mc.rms_eps,
+        "rms_norm_eps": _short(mc.rms_eps),
         "max_position_embeddings": mc.max_position_embeddings,
         "tie_word_embeddings": mc.tie_embeddings,
         "torch_dtype": torch_dtype,
@@ -73,7 +75,7 @@ def _check_uniform(mc: ModelConfig) -> None:
 
 def _llama_keys(mc: ModelConfig) -> dict:
     first = mc.layers[0]
-    out = {"hidden_act": _HF_ACT[mc.activation], "rope_theta": first.rope.theta,
+    out = {"hidden_act": _HF_ACT[mc.activation], "rope_theta": _short(first.rope.theta),
            "rope_scaling": _rope_scaling(first.rope), "attention_bias": False, "mlp_bias": False}
     if first.rope.partial_rotary_factor != 1.0:
         out["partial_rotary_factor"] = first.rope.partial_rotary_factor
@@ -102,13 +104,18 @@ def _gemma3_keys(mc: ModelConfig) -> dict:
         "query_pre_attn_scalar": _round_scalar(mc.layers[0].scale ** -2),
         "sliding_window": windows.pop() if windows else None,
         "layer_types": [_layer_type(layer.kind) for layer in mc.layers],
-        "rope_theta": full.theta,
-        "rope_local_base_freq": local.theta,
+        "rope_theta": _short(full.theta),
+        "rope_local_base_freq": _short(local.theta),
         "rope_scaling": _rope_scaling(full),
         "final_logit_softcapping": mc.final_softcap,
         "attn_logit_softcapping": mc.attn_softcap,
         "attention_bias": False,
     }
+
+
+def _short(x: float) -> float:
+    """The shortest decimal of x's float32 value: GGUF stores eps / theta as float32 (1e-6 reads 9.99999997e-07)."""
+    return float(str(np.float32(x)))
 
 
 def _layer_type(kind: str) -> str:

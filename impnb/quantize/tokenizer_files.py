@@ -11,33 +11,24 @@ import json
 
 
 def gguf_tokenizer_files(ckpt, mc) -> dict[str, bytes]:
-    from ..tokenizer import load_tokenizer
-    tok = load_tokenizer(ckpt.path)
-    info = ckpt.tokenizer or {}
-    backend = getattr(tok, "backend", tok)  # impnb's Tokenizer wraps a tokenizers.Tokenizer
-    files = {"tokenizer.json": backend.to_str(pretty=True).encode("utf-8")}
-    files["tokenizer_config.json"] = _config_bytes(tokenizer_config(backend, info, mc))
+    from ..tokenizer import Tokenizer
+    tok = Tokenizer.from_checkpoint(ckpt)
+    info = ckpt.tokenizer if isinstance(ckpt.tokenizer, dict) else {}
+    files = {"tokenizer.json": tok.backend.to_str(pretty=True).encode("utf-8")}
+    files["tokenizer_config.json"] = _config_bytes(tokenizer_config(tok, info, mc))
     return files
 
 
-def _token(backend, token_id) -> str | None:
-    if token_id is None:
-        return None
-    return backend.id_to_token(int(token_id))
-
-
-def tokenizer_config(backend, info: dict, mc) -> dict:
-    """tokenizer_config.json from the GGUF tokenizer keys (info: tokenizer.* without the prefix)."""
-    bos_id = info.get("ggml.bos_token_id", mc.bos_token_id)
-    eos_id = info.get("ggml.eos_token_id", mc.eos_token_ids[0] if mc.eos_token_ids else None)
+def tokenizer_config(tok, info: dict, mc) -> dict:
+    """tokenizer_config.json from impnb's Tokenizer and the GGUF tokenizer keys (tokenizer.* without the prefix)."""
     cfg = {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": _token(backend, bos_id),
-        "eos_token": _token(backend, eos_id),
-        "unk_token": _token(backend, info.get("ggml.unknown_token_id")),
-        "pad_token": _token(backend, info.get("ggml.padding_token_id")),
-        "add_bos_token": bool(info.get("ggml.add_bos_token", False)),
-        "add_eos_token": bool(info.get("ggml.add_eos_token", False)),
+        "bos_token": _token(tok, tok.bos_id),
+        "eos_token": _token(tok, tok.eos_id),
+        "unk_token": _token(tok, tok.unk_id),
+        "pad_token": _token(tok, tok.pad_id),
+        "add_bos_token": tok.add_bos,
+        "add_eos_token": tok.add_eos,
         "clean_up_tokenization_spaces": False,
         "model_max_length": int(mc.max_position_embeddings),
     }
@@ -45,6 +36,10 @@ def tokenizer_config(backend, info: dict, mc) -> dict:
     if template:
         cfg["chat_template"] = template
     return {k: v for k, v in cfg.items() if v is not None}
+
+
+def _token(tok, token_id) -> str | None:
+    return None if token_id is None else tok.id_to_token(int(token_id))
 
 
 def _config_bytes(obj) -> bytes:
