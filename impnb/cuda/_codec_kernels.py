@@ -47,9 +47,10 @@ def fp8_magnitude_code(a, saturate):
 
 
 @cuda.jit(device=True)
-def fp8_code(v, saturate):
-    """E4M3 code of a float64 v (sign bit = v's sign bit; NaN -> 0x7F | sign)."""
-    sign = 0x80 if math.copysign(1.0, v) < 0.0 else 0
+def fp8_code(v, negative, saturate):
+    """E4M3 code of a float64 v whose sign bit is ``negative`` (passed apart: a GPU float64 cast of a NaN loses its
+    sign bit, the reference keeps it): NaN -> 0x7F | sign."""
+    sign = 0x80 if negative else 0
     if math.isnan(v):
         return 0x7F | sign
     return fp8_magnitude_code(abs(v), saturate) | sign
@@ -137,10 +138,10 @@ def e2m1_value(code):
 
 # ---- elementwise kernels ---------------------------------------------------------------------------------------
 @cuda.jit
-def fp8_encode_kernel(x, out, saturate):  # x float64 [n] -> out uint8 [n]
+def fp8_encode_kernel(x, negative, out, saturate):  # x float64 [n], negative bool [n] -> out uint8 [n]
     i = cuda.grid(1)
     if i < x.size:
-        out[i] = fp8_code(x[i], saturate != 0)
+        out[i] = fp8_code(x[i], negative[i], saturate != 0)
 
 
 @cuda.jit

@@ -57,7 +57,7 @@ def quantize_ct_kernel(w, gs, packed, scales):
     block_scale = gs * (_block_amax(w, base) / SIX)  # amax/6 first, then times gs
     if block_scale > FP8_MAX:
         block_scale = FP8_MAX
-    code = fp8_code(np.float64(block_scale), True)
+    code = fp8_code(np.float64(block_scale), False, True)
     if fp8_value(code) == F32(0.0):
         code = CT_ZERO_SCALE_CODE
     scales[b] = code
@@ -84,7 +84,7 @@ def quantize_modelopt_kernel(w, ws2, packed, scales):
         code = MO_NAN_SCALE_CODE
     else:
         block_scale = min(max(block_scale, MO_MIN_SCALE), FP8_MAX)
-        code = fp8_code(np.float64(block_scale), True)
+        code = fp8_code(np.float64(block_scale), False, True)
     scales[b] = code
     divisor = fp8_value(code) * ws2
     for j in range(8):

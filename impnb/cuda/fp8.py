@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _alloc
 from ._common import as_float64_flat, codes_input, real_input
-from ._launch import launch_numba
+from ._launch import launch_numba, xp
 
 
 def fp8_e4m3_encode(x, *, saturate=True):
@@ -17,8 +17,9 @@ def fp8_e4m3_encode(x, *, saturate=True):
     from ._codec_kernels import fp8_encode_kernel
     a = real_input(x, "fp8_e4m3_encode")
     flat = as_float64_flat(a)  # [n]
+    negative = xp().ascontiguousarray(xp().signbit(a)).reshape(-1)  # [n]: the input's own sign bit (NaN too)
     out = _alloc.empty(a.shape, np.uint8, label="fp8_e4m3_encode")
-    launch_numba(fp8_encode_kernel, flat.size, flat, out.reshape(-1), 1 if saturate else 0)
+    launch_numba(fp8_encode_kernel, flat.size, flat, negative, out.reshape(-1), 1 if saturate else 0)
     return out
 
 

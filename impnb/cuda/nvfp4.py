@@ -162,15 +162,22 @@ def gemv_kernel_names() -> list[str]:
 
 
 def _gemv_geometry(n: int, k: int, m: int, vec: int) -> tuple[int, int, int]:
-    """(TK threads along K, RY row groups per block, R rows per thread): TK covers a row's chunks in as few
-    passes as possible (a warp reads 32 * vec contiguous bytes per step); R shares each activation load across
-    rows while still giving every SM at least two blocks."""
+    """(TK threads along K, RY row groups per block, R rows per thread).
+
+    Enough rows: one warp per group of R rows (TK = 32, RY = 8), each lane striding over the row's chunks (a warp
+    reads 32 * vec contiguous bytes of each row per step, two steps in flight), no shared-memory reduction; R as
+    large as still fills every SM (R rows share each activation load). Few rows (small MoE experts): split K
+    over up to 8 warps per row group and reduce through shared memory, R giving at least two blocks per SM."""
+    sms = _sm_count()
+    options = (4, 2, 1) if m == 1 else (2, 1)
+    for rows in options:
+        if -(-n // (8 * rows)) >= sms:
+            return 32, 8, rows
     chunks = k // (2 * vec)
     tk = min(THREADS, 32 * -(-chunks // 32))
     ry = THREADS // tk
-    target = 2 * _sm_count()
-    for rows in ((4, 2, 1) if m == 1 else (2, 1)):
-        if -(-n // (ry * rows)) >= target:
+    for rows in options:
+        if -(-n // (ry * rows)) >= 2 * sms:
             return tk, ry, rows
     return tk, ry, 1
 

@@ -10,8 +10,8 @@
 //   * E2M1 -> fp16 bits: code s e1 e0 m goes to fp16 sign bit 15 and bits 11..9 (exponent bits 1..0, mantissa
 //     bit 9). That fp16 is exactly e2m1 * 2^-14 (e = 0 lands on the fp16 subnormal m/2 * 2^-14). Two nibbles k
 //     and k+4 of a 32-bit word become one half2 with 2 shifts and 2 masks; half2 -> float2 is exact.
-//   * E4M3 -> fp32 bits: code bits 6..0 go to fp32 bits 26..20, giving e4m3 * 2^-120 exactly (e = 0 lands on an
-//     fp32 subnormal); one multiply by 2^120 (exact, denormals are not flushed) restores it. 0x7F/0xFF -> NaN.
+//   * E4M3 -> fp16 bits: code bits 6..0 go to fp16 bits 13..7, giving e4m3 * 2^-8 exactly (e = 0 lands on an fp16
+//     subnormal); the f16 -> f32 conversion and a multiply by 2^8 are exact. 0x7F/0xFF -> NaN.
 // So q * s = (q 2^-14) * (s): block partials are summed in fp32 and multiplied by 2^14 once per output.
 #include <cuda_fp16.h>
 
@@ -30,9 +30,12 @@ __device__ __forceinline__ float2 e2m1_pair(u32 w) {
 }
 
 __device__ __forceinline__ float e4m3_to_float(u32 c) {
-    const u32 mag = c & 0x7Fu, sign = (c & 0x80u) << 24;
-    if (mag == 0x7Fu) return __uint_as_float(0x7FC00000u | sign);
-    return __uint_as_float((mag << 20) | sign) * 0x1p120f;
+    // code bits 6..0 -> fp16 bits 13..7: e4m3 * 2^-8 exactly (e = 0 lands on an fp16 subnormal, which the
+    // f16 -> f32 conversion keeps exact; no fp32 subnormal is involved, so a flush-to-zero mode cannot bite)
+    const u32 mag = c & 0x7Fu;
+    if (mag == 0x7Fu) return __uint_as_float(0x7FC00000u | ((c & 0x80u) << 24));
+    const unsigned short bits = (unsigned short)((mag << 7) | ((c & 0x80u) << 8));
+    return __half2float(__ushort_as_half(bits)) * 256.0f;
 }
 
 // Decode one 16-element block (two words) into q[16] (times 2^-14), in element order.
@@ -48,14 +51,14 @@ __device__ __forceinline__ void decode_block(u32 w0, u32 w1, float* q) {
     a = e2m1_pair<3>(w1); q[11] = a.x; q[15] = a.y;
 }
 
+// Weights are streamed once: read-only loads that do not allocate in L1, which stays for the activations.
 template <int VEC>
 __device__ __forceinline__ void load_packed(const u8* p, u32* w) {
     if (VEC == 16) {
-        const uint4 v = __ldg(reinterpret_cast<const uint4*>(p));
-        w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w;
+        asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3]) : "l"(p));
     } else {
-        const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
-        w[0] = v.x; w[1] = v.y;
+        asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(w[0]), "=r"(w[1]) : "l"(p));
     }
 }
 
@@ -63,6 +66,15 @@ template <int VEC>
 __device__ __forceinline__ u32 load_scales(const u8* p) {
     if (VEC == 16) return (u32)__ldg(reinterpret_cast<const u16*>(p));
     return (u32)__ldg(p);
+}
+
+__device__ __forceinline__ void load_x16(const float* p, float* xv) {
+    const float4* xp = reinterpret_cast<const float4*>(p);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const float4 v = __ldg(xp + i);
+        xv[4 * i] = v.x; xv[4 * i + 1] = v.y; xv[4 * i + 2] = v.z; xv[4 * i + 3] = v.w;
+    }
 }
 
 __device__ __forceinline__ float finish(float acc, float global_scale, int divide) {
@@ -76,7 +88,7 @@ __device__ __forceinline__ float finish(float acc, float global_scale, int divid
 // thread decodes a block once and uses it for all M activation rows; partial sums are reduced across TK threads
 // (warp shuffles, then shared memory across warps).
 template <int R, int M, int VEC>
-__global__ void __launch_bounds__(256, 1) nvfp4_gemv_kernel(
+__global__ void __launch_bounds__(256, (M == 1 ? 2 : 1)) nvfp4_gemv_kernel(
         const u8* __restrict__ packed, const u8* __restrict__ scales, const float* __restrict__ x,
         float* __restrict__ y, int n_rows, int k_cols, float global_scale, int divide) {
     constexpr int GPC = VEC / 8;  // 16-element blocks per chunk
@@ -91,46 +103,65 @@ __global__ void __launch_bounds__(256, 1) nvfp4_gemv_kernel(
 #pragma unroll
         for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
 
-    for (int c = tx; c < chunks; c += tk) {
-        u32 w[R][VEC / 4];
-        u32 sc[R];
+    // Two chunks per step: both chunks' loads are issued before either is decoded (more bytes in flight).
+    for (int c0 = tx; c0 < chunks; c0 += 2 * tk) {
+        u32 w[2][R][VEC / 4];
+        u32 sc[2][R];
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-            const int row = row0 + r;
-            if (row < n_rows) {
-                load_packed<VEC>(packed + row * row_bytes + (long long)c * VEC, w[r]);
-                sc[r] = load_scales<VEC>(scales + row * row_scales + (long long)c * GPC);
-            } else {
+        for (int h = 0; h < 2; ++h) {
+            const int c = c0 + h * tk;
 #pragma unroll
-                for (int i = 0; i < VEC / 4; ++i) w[r][i] = 0u;
-                sc[r] = 0u;
+            for (int r = 0; r < R; ++r) {
+                const int row = row0 + r;
+                if (row < n_rows && c < chunks) {
+                    load_packed<VEC>(packed + row * row_bytes + (long long)c * VEC, w[h][r]);
+                    sc[h][r] = load_scales<VEC>(scales + row * row_scales + (long long)c * GPC);
+                } else {
+#pragma unroll
+                    for (int i = 0; i < VEC / 4; ++i) w[h][r][i] = 0u;
+                    sc[h][r] = 0u;
+                }
             }
         }
 #pragma unroll
-        for (int j = 0; j < GPC; ++j) {
-            float q[R][16];
-            float s[R];
+        for (int h = 0; h < 2; ++h) {
+            const int c = c0 + h * tk;
+            if (c >= chunks) break;
 #pragma unroll
-            for (int r = 0; r < R; ++r) {
-                decode_block(w[r][2 * j], w[r][2 * j + 1], q[r]);
-                s[r] = e4m3_to_float((sc[r] >> (8 * j)) & 0xFFu);
-            }
-            const long long col = (long long)c * (2 * VEC) + 16 * j;
+            for (int j = 0; j < GPC; ++j) {
+                const long long col = (long long)c * (2 * VEC) + 16 * j;
+                if constexpr (M == 1) {  // GEMV: activations first, then one row at a time (few live registers)
+                    float xv[16];
+                    load_x16(x + col, xv);
 #pragma unroll
-            for (int m = 0; m < M; ++m) {
-                const float4* xp = reinterpret_cast<const float4*>(x + m * (long long)k_cols + col);
-                float xv[16];
+                    for (int r = 0; r < R; ++r) {
+                        float q[16];
+                        decode_block(w[h][r][2 * j], w[h][r][2 * j + 1], q);
+                        float p = q[0] * xv[0];
 #pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const float4 v = __ldg(xp + i);
-                    xv[4 * i] = v.x; xv[4 * i + 1] = v.y; xv[4 * i + 2] = v.z; xv[4 * i + 3] = v.w;
+                        for (int i = 1; i < 16; ++i) p = fmaf(q[i], xv[i], p);
+                        acc[r][0] = fmaf(p, e4m3_to_float((sc[h][r] >> (8 * j)) & 0xFFu), acc[r][0]);
+                    }
+                    continue;
                 }
+                float q[R][16];
+                float s[R];
 #pragma unroll
                 for (int r = 0; r < R; ++r) {
-                    float p = q[r][0] * xv[0];
+                    decode_block(w[h][r][2 * j], w[h][r][2 * j + 1], q[r]);
+                    s[r] = e4m3_to_float((sc[h][r] >> (8 * j)) & 0xFFu);
+                }
 #pragma unroll
-                    for (int i = 1; i < 16; ++i) p = fmaf(q[r][i], xv[i], p);
-                    acc[r][m] = fmaf(p, s[r], acc[r][m]);
+                for (int m = 0; m < M; ++m) {
+                    float xv[16];
+                    load_x16(x + m * (long long)k_cols + col, xv);
+#pragma unroll
+                    for (int r = 0; r < R; ++r) {
+                        float p = q[r][0] * xv[0];
+#pragma unroll
+                        for (int i = 1; i < 16; ++i) p = fmaf(q[r][i], xv[i], p);
+                        acc[r][m] = fmaf(p, s[r], acc[r][m]);
+                    }
                 }
             }
         }
