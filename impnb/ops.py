@@ -88,7 +88,6 @@ for _spec in _SPECS:
 # Ops whose CUDA path is not written yet: the one place they are listed. A test keeps this list honest
 # (an op listed here must have no CUDA function, and every op not listed must have one).
 CUDA_PENDING: frozenset[str] = frozenset({
-    "fake_quantize_nvfp4_activations",
 })
 
 
