@@ -124,6 +124,14 @@ def test_every_finite_code_round_trips():
     np.testing.assert_array_equal(ref.fp8_e4m3_encode(ref.fp8_e4m3_decode(codes)), codes)
 
 
+def test_float64_input_is_rounded_once():
+    """272 is the tie between 256 (0x78, even) and 288 (0x79); 272 + 1e-9 is above it. A float64 input must be
+    rounded once: via float32 it would first become 272 and then tie down to 0x78 (double rounding)."""
+    assert int(ref.fp8_e4m3_encode(np.float64(272.0))) == 0x78
+    assert int(ref.fp8_e4m3_encode(np.float64(272.0 + 1e-9))) == 0x79
+    assert int(ref.fp8_e4m3_encode(np.float64(272.0 - 1e-9))) == 0x78
+
+
 def test_encode_keeps_shape_and_gives_uint8():
     out = ref.fp8_e4m3_encode(np.ones((2, 3, 4), dtype=np.float16))
     assert out.shape == (2, 3, 4) and out.dtype == np.uint8
