@@ -128,7 +128,10 @@ def load_model(path=None, backend: str | None = None, *, progress: bool = False,
     if ckpt.config is None:
         raise ValueError(f"{resolved}: no model configuration found (config.json or GGUF metadata)")
     with _Progress(f"loading {resolved.name}", len(ckpt.tensors), progress) as bar:
-        model = _build_model(ckpt.config, _CountingTensors(ckpt.tensors, bar), backend, weights)
+        if w4a4:  # op by op (reference or CUDA ops): the fused CUDA engine does not quantize activations
+            model = Model(ckpt.config, _CountingTensors(ckpt.tensors, bar), backend=backend)
+        else:
+            model = _build_model(ckpt.config, _CountingTensors(ckpt.tensors, bar), backend, weights)
     if w4a4:
         from .w4a4 import enable_w4a4
         enable_w4a4(model, ckpt.tensors)

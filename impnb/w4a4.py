@@ -103,7 +103,7 @@ def enable_w4a4(model, tensors) -> int:
         if entry is None:
             return x
         scalar, layout = entry
-        return ops.fake_quantize_nvfp4_activations(np.ascontiguousarray(x, np.float32), scalar, layout=layout)
+        return ops.fake_quantize_nvfp4_activations(x, scalar, layout=layout)  # NumPy or CuPy x, per backend
 
     model.ops = _HookedOps(ops, quantize_input)
     model.w4a4 = True
@@ -130,7 +130,7 @@ def record_input_amax(model):
     def observe(x, weight):
         entry = modules.get(id(weight))
         if entry is not None:
-            value = float(np.max(np.abs(x))) if x.size else 0.0
+            value = float(abs(x).max()) if x.size else 0.0  # NumPy or CuPy x
             for m in entry[1]:
                 amax[m] = max(amax.get(m, 0.0), value)
         return x
