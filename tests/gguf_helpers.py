@@ -236,3 +236,30 @@ def pack_k_block(rng, type_name: str) -> tuple[bytes, np.ndarray]:
     values = float(d) * sc[sub] * codes - float(dmin) * m[sub]
     block = d.tobytes() + dmin.tobytes() + _pack_scales_k4(sc, m) + (bytes(qh) if bits == 5 else b"") + bytes(qs)
     return block, values
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tokenizers of the real models, built once per test session (transformers needs ~10 s CPU for Gemma's vocabulary)
+
+_TOKENIZERS: dict = {}
+
+
+def impnb_tokenizer(path: str):
+    from impnb.tokenizer import Tokenizer
+    key = ("impnb", path)
+    if key not in _TOKENIZERS:
+        _TOKENIZERS[key] = Tokenizer.from_path(path)
+    return _TOKENIZERS[key]
+
+
+def transformers_tokenizer(path: str):
+    """transformers' tokenizer built from the same GGUF, or None when transformers is absent."""
+    try:
+        import transformers
+    except ImportError:
+        return None
+    key = ("transformers", path)
+    if key not in _TOKENIZERS:
+        _TOKENIZERS[key] = transformers.AutoTokenizer.from_pretrained(os.path.dirname(path),
+                                                                      gguf_file=os.path.basename(path))
+    return _TOKENIZERS[key]

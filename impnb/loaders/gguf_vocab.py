@@ -14,7 +14,7 @@ best, so the merges are recovered from the vocabulary: every split of a token in
 token (by score, as llama.cpp's llm_tokenizer_spm does; for Gemma by position in the file, which equals the
 score order on normal tokens and puts Gemma's whitespace-run pieces, stored with score -1000, where its reference
 tokenizer has them). Control and byte tokens take no part in merges. Text gets " " -> "▁" and, where
-add_space_prefix says so, a leading "▁"; unknown bytes fall back to <0xNN> tokens.
+add_space_prefix says so, a leading "▁" per text fragment (as llama.cpp); unknown bytes fall back to <0xNN> tokens.
 
 Gemma files store pieces made only of spaces with real spaces ("  "); they are spelled "▁▁" here so that the
 normalised text (spaces already replaced) can reach them.
@@ -134,9 +134,11 @@ def spm_tokenizer(info: dict, arch: str) -> Tokenizer:
     tok = Tokenizer(BPE(vocab, _spm_merges(tokens, types, rank), unk_token=unk_token, fuse_unk=True,
                         byte_fallback=BYTE in types))
     prefix = bool(_get(info, "add_space_prefix", True))
-    tok.normalizer = normalizers.Replace(" ", SPM_SPACE)
-    if prefix:
-        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPM_SPACE, prepend_scheme="first", split=False)
+    # llama.cpp's llm_tokenizer_spm puts " " before every text fragment that starts the input or follows a
+    # special token; a normalizer Prepend does exactly that (it runs once per fragment between added tokens).
+    # (tokenizers' Metaspace "first" differs: it skips the prefix when the text already starts with a space.)
+    replace = normalizers.Replace(" ", SPM_SPACE)
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend(SPM_SPACE), replace]) if prefix else replace
     steps = [decoders.Replace(SPM_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
     tok.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if prefix else []))
     return _finish(tok, tokens, types, vocab)
