@@ -6,7 +6,9 @@ Runs where compressed-tensors (and torch) are installed, e.g. a venv with
   * NVFP4PackedCompressor.decompress (its stock path: bf16) on our tensors gives our weights to bf16 rounding,
     and its float32 dequantize gives them exactly;
   * our ModelOpt-layout checkpoint goes through compressed-tensors' ModelOptNvfp4Converter (the ModelOpt -> CT
-    converter) and decompresses to our ModelOpt dequantization.
+    converter) and decompresses to our ModelOpt dequantization;
+  * with transformers installed too: ``AutoModelForCausalLM.from_pretrained`` loads our compressed-tensors checkpoint
+    through compressed-tensors (decompressed), and its logits match impnb's on the same checkpoint.
 """
 from __future__ import annotations
 
@@ -36,10 +38,12 @@ from .quantize_helpers import write_tiny_llama  # noqa: E402
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("oracle_ct")
     src = write_tiny_llama(root / "src", np.random.default_rng(7), tied=False)
-    out = {}
+    out = {"src": src}
     for layout in ("compressed-tensors", "modelopt"):
         out[layout] = root / layout
         quantize_checkpoint(str(src), out[layout], layout=layout, quantize_lm_head=True, progress=False)
+    out["w4a4"] = root / "w4a4"
+    quantize_checkpoint(str(src), out["w4a4"], w4a4=True, progress=False)
     return out
 
 
@@ -54,6 +58,13 @@ def test_ct_parses_our_config_as_its_own_preset(checkpoints):
     scheme = qc.config_groups["group_0"]
     preset = preset_name_to_scheme("NVFP4A16", ["Linear"])
     assert scheme.weights == preset.weights and scheme.input_activations is None and scheme.targets == ["Linear"]
+
+
+def test_ct_parses_our_w4a4_config_as_the_nvfp4_preset(checkpoints):
+    qc_json = json.loads((checkpoints["w4a4"] / "config.json").read_text())["quantization_config"]
+    scheme = QuantizationConfig.model_validate(qc_json).config_groups["group_0"]
+    preset = preset_name_to_scheme("NVFP4", ["Linear"])
+    assert scheme.weights == preset.weights and scheme.input_activations == preset.input_activations
 
 
 def test_ct_decompressor_reads_our_tensors(checkpoints):
@@ -96,3 +107,22 @@ def test_ct_modelopt_converter_reads_our_modelopt_layout(checkpoints):
         w_ours = nvfp4_dequantize(ours.tensors[m + ".weight"])
         # CT divides by 1/ws2 where ModelOpt multiplies by ws2: equal up to one rounding of s/gs (numerics-spec 3.3)
         np.testing.assert_allclose(w32.numpy(), w_ours, rtol=2.0 ** -22, atol=0)
+
+
+def test_transformers_loads_our_checkpoint_through_compressed_tensors(checkpoints):
+    transformers = pytest.importorskip("transformers")
+    import impnb
+    d = checkpoints["compressed-tensors"]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        str(d), dtype=torch.float32, quantization_config=transformers.CompressedTensorsConfig(run_compressed=False))
+    ours = load_checkpoint(d)
+    state = hf.state_dict()
+    for m in _modules(ours):  # decompressed through compressed-tensors' bf16 path: ours to bf16 rounding
+        np.testing.assert_allclose(state[m + ".weight"].numpy(), nvfp4_dequantize(ours.tensors[m + ".weight"]),
+                                   rtol=2.0 ** -7, atol=0)
+    ids = [1, 5, 9, 17, 33, 40, 2, 77]
+    with torch.no_grad():
+        theirs = hf(torch.tensor([ids])).logits[0].numpy()
+    mine = impnb.load_model(d).logits(ids)
+    assert np.array_equal(theirs.argmax(-1), mine.argmax(-1))
+    assert np.abs(theirs - mine).max() <= 0.02 * np.abs(mine).max()  # bf16-rounded weights on their side
