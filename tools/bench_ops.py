@@ -194,6 +194,40 @@ def gemm_rows(rng, copy_gbps, stream, quick):
     return rows
 
 
+SWEEP_SHAPES = [(4096, 4096), (14336, 4096), (4096, 14336), (8192, 8192), (704, 2816), (2816, 704), (262144, 640)]
+
+
+def sweep(rng, stream, out_dir) -> None:
+    """Time every GEMV geometry candidate (TK, R, P; 256 threads a block) per shape; the fastest become the rule."""
+    import cupy
+    from impnb.cuda import _launch
+    from impnb.cuda.nvfp4 import KERNELS, _small_m, gemv_kernel_name
+    _launch.prebuild(KERNELS, [gemv_kernel_name(r, 1, 16, p) for r in (1, 2, 4) for p in (1, 2, 4)])
+    results = []
+    for n, k in SWEEP_SHAPES:
+        sets = n_sets(n * k // 2 + n * k // 16, True)
+        ts = [random_nvfp4(rng, n, k) for _ in range(sets)]
+        xs = [cupy.asarray(rng.standard_normal((1, k)).astype(np.float32)) for _ in range(sets)]
+        chunks = k // 32
+        for tk in (32, 64, 128, 256):
+            if tk > 32 * -(-chunks // 32):
+                continue
+            for rows in (1, 2, 4):
+                for depth in (1, 2, 4):
+                    geo = (tk, 256 // tk, rows, depth)
+                    calls = [lambda i=i, g=geo: _small_m(ts[i % sets], xs[i % sets], "sweep", g) for i in range(48)]
+                    with stream:
+                        graph, _ = graph_of(calls, stream)
+                        us = event_median_us(lambda: graph.launch(stream), 7, 48, stream)
+                    results.append({"shape": f"{n}x{k}", "tk": tk, "rows": rows, "depth": depth, "us": round(us, 3)})
+        best = sorted((r for r in results if r["shape"] == f"{n}x{k}"), key=lambda r: r["us"])[:5]
+        print(f"{n}x{k}: " + "; ".join(f"tk{r['tk']} R{r['rows']} P{r['depth']} {r['us']:.2f}us" for r in best),
+              flush=True)
+        del ts, xs
+    with open(os.path.join(out_dir, "gemv-sweep.json"), "w") as f:
+        json.dump(results, f, indent=0)
+
+
 def _fmt(r) -> str:
     extra = f"L2-hot {r['us_l2']:8.2f} us" if "us_l2" in r else f"{r.get('tflops', 0):6.1f} TFLOP/s"
     return (f"{r['op']:11s} {r['shape']:>16s} {r['us']:10.2f} us {r['gbps']:8.0f} GB/s {r['pct_copy_bw']:6.1f}% copy "
@@ -210,11 +244,16 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.environ.get("OUT", "bench/results"))
     parser.add_argument("--commit", default="unknown")
     parser.add_argument("--quick", action="store_true", help="fewer shapes (a smoke run)")
+    parser.add_argument("--sweep", action="store_true", help="time the GEMV geometry candidates, then stop")
     args = parser.parse_args(argv)
     import cupy
     name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
     stream = cupy.cuda.Stream(non_blocking=True)
     rng = np.random.default_rng(0)
+    if args.sweep:
+        os.makedirs(args.out, exist_ok=True)
+        sweep(rng, stream, args.out)
+        return 0
     copy_gbps = copy_bandwidth_gbps(stream)
     print(f"device {name}; D2D copy {copy_gbps:.0f} GB/s (read + write)", flush=True)
     rows = gemv_rows(rng, copy_gbps, stream, args.quick) + gemm_rows(rng, copy_gbps, stream, args.quick)

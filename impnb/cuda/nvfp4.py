@@ -35,6 +35,7 @@ from ._launch import current_stream, gpu_only, launch_numba, launch_raw, require
 F32 = np.float32
 KERNELS = "nvfp4.cu"
 SMALL_M = 8  # nvfp4_gemm uses the GEMV kernel up to this many activation rows
+GEMV_DEPTH = 2  # P: chunks per row whose loads each thread issues before decoding any
 THREADS = 256
 
 
@@ -134,8 +135,9 @@ def nvfp4_gemm(t, x):
     return _cublas_gemm(t, x)
 
 
-def _small_m(t: NVFP4Tensor, x, label: str):
-    """[M, N] float32 from the GEMV kernel, M <= SMALL_M (M = 1 is the GEMV)."""
+def _small_m(t: NVFP4Tensor, x, label: str, geometry: tuple | None = None):
+    """[M, N] float32 from the GEMV kernel, M <= SMALL_M (M = 1 is the GEMV). ``geometry`` overrides
+    _gemv_geometry (tools/bench_ops.py --sweep measures the candidates with it)."""
     (n, k), m = t.shape, x.shape[0]
     y = _alloc.empty((m, n), np.float32, label=label)
     if not t.usable or n == 0 or m == 0:
@@ -144,25 +146,30 @@ def _small_m(t: NVFP4Tensor, x, label: str):
     packed, scales = _device_bytes(t)
     packed, scales, x = _realign(packed, 16), _realign(scales, 2), _realign(x, 16)
     vec = 16 if k % 32 == 0 else 8  # 16 bytes = 32 elements = 2 blocks per load; else 8 bytes = 1 block
-    tk, ry, rows = _gemv_geometry(n, k, m, vec)
+    tk, ry, rows, depth = geometry or _gemv_geometry(n, k, m, vec)
     grid = (-(-n // (ry * rows)),)
     divide = 1 if t.layout == "compressed-tensors" else 0
-    launch_raw(KERNELS, f"nvfp4_gemv_kernel<{rows},{m},{vec}>", grid, (tk, ry),
+    launch_raw(KERNELS, gemv_kernel_name(rows, m, vec, depth), grid, (tk, ry),
                (packed, scales, x, y, np.int32(n), np.int32(k), F32(t.global_scale), np.int32(divide)))
     return y
 
 
+def gemv_kernel_name(rows: int, m: int, vec: int, depth: int) -> str:
+    return f"nvfp4_gemv_kernel<{rows},{m},{vec},{depth}>"
+
+
 def gemv_kernel_names() -> list[str]:
-    """Every instantiation of nvfp4_gemv_kernel<R, M, VEC> that _small_m can launch (compiled by the CI test)."""
+    """Every instantiation of nvfp4_gemv_kernel<R, M, VEC, P> that _small_m can launch (the CI test compiles
+    them all)."""
     names = []
     for m in range(1, SMALL_M + 1):
         for rows in ((4, 2, 1) if m == 1 else (2, 1)):
-            names += [f"nvfp4_gemv_kernel<{rows},{m},{vec}>" for vec in (16, 8)]
+            names += [gemv_kernel_name(rows, m, vec, GEMV_DEPTH) for vec in (16, 8)]
     return names
 
 
-def _gemv_geometry(n: int, k: int, m: int, vec: int) -> tuple[int, int, int]:
-    """(TK threads along K, RY row groups per block, R rows per thread).
+def _gemv_geometry(n: int, k: int, m: int, vec: int) -> tuple[int, int, int, int]:
+    """(TK threads along K, RY row groups per block, R rows per thread, P chunks in flight per step).
 
     Enough rows: one warp per group of R rows (TK = 32, RY = 8), each lane striding over the row's chunks (a warp
     reads 32 * vec contiguous bytes of each row per step, two steps in flight), no shared-memory reduction; R as
@@ -172,14 +179,14 @@ def _gemv_geometry(n: int, k: int, m: int, vec: int) -> tuple[int, int, int]:
     options = (4, 2, 1) if m == 1 else (2, 1)
     for rows in options:
         if -(-n // (8 * rows)) >= sms:
-            return 32, 8, rows
+            return 32, 8, rows, GEMV_DEPTH
     chunks = k // (2 * vec)
     tk = min(THREADS, 32 * -(-chunks // 32))
     ry = THREADS // tk
     for rows in options:
         if -(-n // (ry * rows)) >= 2 * sms:
-            return tk, ry, rows
-    return tk, ry, 1
+            return tk, ry, rows, GEMV_DEPTH
+    return tk, ry, 1, GEMV_DEPTH
 
 
 def _cublas_gemm(t: NVFP4Tensor, x):
@@ -266,6 +273,6 @@ def _sm_count() -> int:
 def gemv_launch_plan(n: int, k: int, m: int = 1) -> dict:
     """The kernel geometry nvfp4_gemv / small-M nvfp4_gemm use for an aligned [N, K] tensor (for tools/bench_ops)."""
     vec = 16 if k % 32 == 0 else 8
-    tk, ry, rows = _gemv_geometry(n, k, m, vec)
-    return {"vec": vec, "threads_k": tk, "row_groups": ry, "rows_per_thread": rows,
+    tk, ry, rows, depth = _gemv_geometry(n, k, m, vec)
+    return {"vec": vec, "threads_k": tk, "row_groups": ry, "rows_per_thread": rows, "depth": depth,
             "blocks": math.ceil(n / (ry * rows))}

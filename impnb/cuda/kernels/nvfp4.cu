@@ -1,7 +1,8 @@
 // NVFP4 kernels of impnb (CuPy RawModule, NVRTC; never built with fast-math: no FTZ, IEEE division).
 //
 // Dimension legend: N = rows of W (output features), K = logical columns (K % 16 == 0), G = K / 16 blocks,
-// M = rows of the activation X, R = rows of W per thread, VEC = bytes of packed W per load (16 or 8).
+// M = rows of the activation X, R = rows of W per thread, VEC = bytes of packed W per load (16 or 8),
+// P = chunks of VEC bytes per row whose loads are in flight together.
 //
 // Layout (impnb/formats.py): packed uint8 [N, K/2], element 2i in the low nibble of byte i; scales uint8 [N, G]
 // holding FP8 E4M3FN bytes; the per-tensor scalar gs is a divisor (compressed-tensors) or a multiplier (ModelOpt).
@@ -87,7 +88,7 @@ __device__ __forceinline__ float finish(float acc, float global_scale, int divid
 // bytes (2 * VEC elements) with stride TK, so a warp reads 32 * VEC contiguous bytes per row per step. Each
 // thread decodes a block once and uses it for all M activation rows; partial sums are reduced across TK threads
 // (warp shuffles, then shared memory across warps).
-template <int R, int M, int VEC>
+template <int R, int M, int VEC, int P>
 __global__ void __launch_bounds__(256, (M == 1 ? 2 : 1)) nvfp4_gemv_kernel(
         const u8* __restrict__ packed, const u8* __restrict__ scales, const float* __restrict__ x,
         float* __restrict__ y, int n_rows, int k_cols, float global_scale, int divide) {
@@ -103,12 +104,12 @@ __global__ void __launch_bounds__(256, (M == 1 ? 2 : 1)) nvfp4_gemv_kernel(
 #pragma unroll
         for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
 
-    // Two chunks per step: both chunks' loads are issued before either is decoded (more bytes in flight).
-    for (int c0 = tx; c0 < chunks; c0 += 2 * tk) {
-        u32 w[2][R][VEC / 4];
-        u32 sc[2][R];
+    // P chunks per step: all their loads are issued before any is decoded (more bytes in flight).
+    for (int c0 = tx; c0 < chunks; c0 += P * tk) {
+        u32 w[P][R][VEC / 4];
+        u32 sc[P][R];
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
+        for (int h = 0; h < P; ++h) {
             const int c = c0 + h * tk;
 #pragma unroll
             for (int r = 0; r < R; ++r) {
@@ -124,7 +125,7 @@ __global__ void __launch_bounds__(256, (M == 1 ? 2 : 1)) nvfp4_gemv_kernel(
             }
         }
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
+        for (int h = 0; h < P; ++h) {
             const int c = c0 + h * tk;
             if (c >= chunks) break;
 #pragma unroll
