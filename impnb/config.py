@@ -119,7 +119,8 @@ class ModelConfig:
     final_softcap: float | None = None
     attn_softcap: float | None = None
     qk_norm: bool = False             # RMSNorm over each head's q and k (before RoPE)
-    qk_norm_dim: int | None = None    # < head_dim: the norm applies per chunk of this size (GGUF Gemma-4 style)
+    qk_norm_dim: int | None = None    # < head_dim: the norm applies per chunk of this size (seed 000); the model
+                                      # also infers it from the q_norm weight's length (a divisor of head_dim)
     v_norm: bool = False              # Gemma-4: weightless RMSNorm over v
     sandwich_norms: bool = False      # Gemma: post-attention and post-FFN norms on the branch outputs
     layer_scalar: bool = False        # Gemma-4: the layer output is multiplied by a per-layer scalar

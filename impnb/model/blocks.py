@@ -23,7 +23,7 @@ def norm(ops, x, weight, cfg, *, offset=None):
 def _qk_norm(ops, x, weight, cfg):
     """RMSNorm per head, or per chunk of qk_norm_dim < head_dim (seed 000's Gemma-4 GGUF geometry)."""
     t, heads, d = x.shape
-    nd = cfg.qk_norm_dim or d
+    nd = weight.shape[0]  # head_dim, or a divisor of it (validated at load)
     y = norm(ops, x.reshape(t, heads, d // nd, nd), weight, cfg)  # [T, heads, D/nd, nd]
     return y.reshape(t, heads, d)
 

@@ -113,12 +113,21 @@ def _attention(store, p, config, lc) -> dict:
          "o": store.get(p + "o_proj.weight", (h, lc.n_heads * d)),
          "o_bias": store.get(p + "o_proj.bias", (h,), optional=True)}
     if config.qk_norm:
-        nd = config.qk_norm_dim or d
-        w["q_norm"] = store.get(p + "q_norm.weight", (nd,))
+        w["q_norm"] = _qk_norm_weight(store, p + "q_norm.weight", config, d)
         if lc.kv_source is None:
-            w["k_norm"] = store.get(p + "k_norm.weight", (nd,))
+            w["k_norm"] = _qk_norm_weight(store, p + "k_norm.weight", config, d)
     if lc.sinks:
         w["sinks"] = store.get(p + "sinks", (lc.n_heads,))
+    return w
+
+
+def _qk_norm_weight(store, name, config, head_dim):
+    """A QK-norm weight [nd]: nd = head_dim, or a divisor of it (the norm then runs per chunk of nd, seed 000)."""
+    w = store.get(name)
+    nd = w.shape[0] if w.ndim == 1 else -1
+    if nd <= 0 or head_dim % nd or (config.qk_norm_dim and nd != config.qk_norm_dim):
+        raise FormatError(f"tensor {name}: shape {tuple(w.shape)} does not divide head_dim {head_dim}"
+                          + (f" (config qk_norm_dim {config.qk_norm_dim})" if config.qk_norm_dim else ""))
     return w
 
 
