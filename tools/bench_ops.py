@@ -194,35 +194,32 @@ def gemm_rows(rng, copy_gbps, stream, quick):
     return rows
 
 
-SWEEP_SHAPES = [(4096, 4096), (14336, 4096), (4096, 14336), (8192, 8192), (704, 2816), (2816, 704), (262144, 640)]
+SWEEP_SHAPES = [(4096, 4096), (14336, 4096), (4096, 14336), (8192, 8192), (262144, 640)]
 
 
 def sweep(rng, stream, out_dir) -> None:
-    """Time every GEMV geometry candidate (TK, R, P; 256 threads a block) per shape; the fastest become the rule."""
+    """Time GEMV plans per shape: the stream kernel over (R, P, threads) and the tile kernel's default geometry."""
     import cupy
     from impnb.cuda import _launch
-    from impnb.cuda.nvfp4 import KERNELS, _small_m, gemv_kernel_name
-    _launch.prebuild(KERNELS, [gemv_kernel_name(r, 1, 16, p) for r in (1, 2, 4) for p in (1, 2, 4)])
+    from impnb.cuda.nvfp4 import KERNELS, _gemv_plan, _small_m, stream_kernel_name
+    _launch.prebuild(KERNELS, [stream_kernel_name(r, 16, p) for r in (1, 2, 4) for p in (1, 2, 4)])
     results = []
     for n, k in SWEEP_SHAPES:
         sets = n_sets(n * k // 2 + n * k // 16, True)
         ts = [random_nvfp4(rng, n, k) for _ in range(sets)]
         xs = [cupy.asarray(rng.standard_normal((1, k)).astype(np.float32)) for _ in range(sets)]
-        chunks = k // 32
-        for tk in (32, 64, 128, 256):
-            if tk > 32 * -(-chunks // 32):
-                continue
-            for rows in (1, 2, 4):
-                for depth in (1, 2, 4):
-                    geo = (tk, 256 // tk, rows, depth)
-                    calls = [lambda i=i, g=geo: _small_m(ts[i % sets], xs[i % sets], "sweep", g) for i in range(48)]
-                    with stream:
-                        graph, _ = graph_of(calls, stream)
-                        us = event_median_us(lambda: graph.launch(stream), 7, 48, stream)
-                    results.append({"shape": f"{n}x{k}", "tk": tk, "rows": rows, "depth": depth, "us": round(us, 3)})
-        best = sorted((r for r in results if r["shape"] == f"{n}x{k}"), key=lambda r: r["us"])[:5]
-        print(f"{n}x{k}: " + "; ".join(f"tk{r['tk']} R{r['rows']} P{r['depth']} {r['us']:.2f}us" for r in best),
-              flush=True)
+        tile = _gemv_plan(n, k, 1, 16) if _gemv_plan(n, k, 1, 16)[0] == "tile" else ("tile", 32, 8, 4, 2)
+        plans = [tile] + [("stream", r, p, th) for r in (1, 2, 4) for p in (1, 2, 4) for th in (128, 256)]
+        for plan in plans:
+            calls = [lambda i=i, g=plan: _small_m(ts[i % sets], xs[i % sets], "sweep", g) for i in range(48)]
+            with stream:
+                graph, _ = graph_of(calls, stream)
+                us = event_median_us(lambda: graph.launch(stream), 7, 48, stream)
+            gbps = (n * k // 2 + n * k // 16 + 4 * k + 4 * n) / (us * 1e-6) / 1e9
+            results.append({"shape": f"{n}x{k}", "plan": list(plan), "us": round(us, 3), "gbps": round(gbps, 1)})
+        mine = sorted((r for r in results if r["shape"] == f"{n}x{k}"), key=lambda r: r["us"])
+        print(f"{n}x{k}: tile {results[-len(plans)]['us']:.2f}us | best: "
+              + "; ".join(f"{r['plan']} {r['us']:.2f}us {r['gbps']:.0f}GB/s" for r in mine[:4]), flush=True)
         del ts, xs
     with open(os.path.join(out_dir, "gemv-sweep.json"), "w") as f:
         json.dump(results, f, indent=0)

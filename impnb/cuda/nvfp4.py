@@ -23,7 +23,6 @@ An unusable global scale (0, inf, NaN) gives zeros, as the reference.
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 
@@ -35,7 +34,8 @@ from ._launch import current_stream, gpu_only, launch_numba, launch_raw, require
 F32 = np.float32
 KERNELS = "nvfp4.cu"
 SMALL_M = 8  # nvfp4_gemm uses the GEMV kernel up to this many activation rows
-GEMV_DEPTH = 2  # P: chunks per row whose loads each thread issues before decoding any
+GEMV_DEPTH = 2  # P of the tile kernel: chunks per row whose loads each thread issues before decoding any
+STREAM_ROWS, STREAM_DEPTH, STREAM_THREADS = 2, 2, 256  # R, P and block size of the stream kernel
 THREADS = 256
 
 
@@ -135,9 +135,9 @@ def nvfp4_gemm(t, x):
     return _cublas_gemm(t, x)
 
 
-def _small_m(t: NVFP4Tensor, x, label: str, geometry: tuple | None = None):
-    """[M, N] float32 from the GEMV kernel, M <= SMALL_M (M = 1 is the GEMV). ``geometry`` overrides
-    _gemv_geometry (tools/bench_ops.py --sweep measures the candidates with it)."""
+def _small_m(t: NVFP4Tensor, x, label: str, plan: tuple | None = None):
+    """[M, N] float32 from the GEMV kernels, M <= SMALL_M (M = 1 is the GEMV). ``plan`` overrides _gemv_plan
+    (tools/bench_ops.py --sweep measures the candidates with it)."""
     (n, k), m = t.shape, x.shape[0]
     y = _alloc.empty((m, n), np.float32, label=label)
     if not t.usable or n == 0 or m == 0:
@@ -146,12 +146,34 @@ def _small_m(t: NVFP4Tensor, x, label: str, geometry: tuple | None = None):
     packed, scales = _device_bytes(t)
     packed, scales, x = _realign(packed, 16), _realign(scales, 2), _realign(x, 16)
     vec = 16 if k % 32 == 0 else 8  # 16 bytes = 32 elements = 2 blocks per load; else 8 bytes = 1 block
-    tk, ry, rows, depth = geometry or _gemv_geometry(n, k, m, vec)
-    grid = (-(-n // (ry * rows)),)
-    divide = 1 if t.layout == "compressed-tensors" else 0
-    launch_raw(KERNELS, gemv_kernel_name(rows, m, vec, depth), grid, (tk, ry),
-               (packed, scales, x, y, np.int32(n), np.int32(k), F32(t.global_scale), np.int32(divide)))
+    plan = plan or _gemv_plan(n, k, m, vec)
+    args = (packed, scales, x, y, np.int32(n), np.int32(k), F32(t.global_scale),
+            np.int32(1 if t.layout == "compressed-tensors" else 0))
+    if plan[0] == "stream":
+        _, rows, depth, threads = plan
+        name = stream_kernel_name(rows, vec, depth)
+        launch_raw(KERNELS, name, (_stream_grid(name, n, rows, threads),), (threads,), args)
+    else:
+        _, tk, ry, rows, depth = plan
+        launch_raw(KERNELS, gemv_kernel_name(rows, m, vec, depth), (-(-n // (ry * rows)),), (tk, ry), args)
     return y
+
+
+@functools.lru_cache(maxsize=None)
+def _stream_blocks_per_sm(name: str, threads: int) -> int:
+    from ._launch import raw_function
+    regs = -(-raw_function(KERNELS, name).num_regs // 8) * 8
+    return max(1, min(2048 // threads, 65536 // (regs * threads)))
+
+
+def _stream_grid(name: str, n: int, rows: int, threads: int) -> int:
+    """Persistent grid: every resident warp slot gets a warp, no more warps than row groups."""
+    groups, warps = -(-n // rows), threads // 32
+    return max(1, min(-(-groups // warps), _sm_count() * _stream_blocks_per_sm(name, threads)))
+
+
+def stream_kernel_name(rows: int, vec: int, depth: int) -> str:
+    return f"nvfp4_gemv_stream_kernel<{rows},{vec},{depth}>"
 
 
 def gemv_kernel_name(rows: int, m: int, vec: int, depth: int) -> str:
@@ -161,32 +183,34 @@ def gemv_kernel_name(rows: int, m: int, vec: int, depth: int) -> str:
 def gemv_kernel_names() -> list[str]:
     """Every instantiation of nvfp4_gemv_kernel<R, M, VEC, P> that _small_m can launch (the CI test compiles
     them all)."""
-    names = []
+    names = [stream_kernel_name(STREAM_ROWS, vec, STREAM_DEPTH) for vec in (16, 8)]
     for m in range(1, SMALL_M + 1):
         for rows in ((4, 2, 1) if m == 1 else (2, 1)):
             names += [gemv_kernel_name(rows, m, vec, GEMV_DEPTH) for vec in (16, 8)]
     return names
 
 
-def _gemv_geometry(n: int, k: int, m: int, vec: int) -> tuple[int, int, int, int]:
-    """(TK threads along K, RY row groups per block, R rows per thread, P chunks in flight per step).
+def _gemv_plan(n: int, k: int, m: int, vec: int) -> tuple:
+    """Which GEMV kernel and geometry (measured: bench/NOTES.md).
 
-    Enough rows: one warp per group of R rows (TK = 32, RY = 8), each lane striding over the row's chunks (a warp
-    reads 32 * vec contiguous bytes of each row per step, two steps in flight), no shared-memory reduction; R as
-    large as still fills every SM (R rows share each activation load). Few rows (small MoE experts): split K
-    over up to 8 warps per row group and reduce through shared memory, R giving at least two blocks per SM."""
+    ("stream", R, P, threads): M = 1 with enough rows: the persistent, software-pipelined warp-per-row-group
+    kernel. ("tile", TK, RY, R, P) otherwise: small M (every activation row shares each decoded block) or few
+    rows (small MoE experts): K split over up to 8 warps per row group, shared-memory reduction, R giving at
+    least two blocks per SM."""
     sms = _sm_count()
+    if m == 1 and -(-n // STREAM_ROWS) >= 8 * sms:
+        return "stream", STREAM_ROWS, STREAM_DEPTH, STREAM_THREADS
     options = (4, 2, 1) if m == 1 else (2, 1)
     for rows in options:
         if -(-n // (8 * rows)) >= sms:
-            return 32, 8, rows, GEMV_DEPTH
+            return "tile", 32, 8, rows, GEMV_DEPTH
     chunks = k // (2 * vec)
     tk = min(THREADS, 32 * -(-chunks // 32))
     ry = THREADS // tk
     for rows in options:
         if -(-n // (ry * rows)) >= 2 * sms:
-            return tk, ry, rows, GEMV_DEPTH
-    return tk, ry, 1, GEMV_DEPTH
+            return "tile", tk, ry, rows, GEMV_DEPTH
+    return "tile", tk, ry, 1, GEMV_DEPTH
 
 
 def _cublas_gemm(t: NVFP4Tensor, x):
@@ -273,6 +297,5 @@ def _sm_count() -> int:
 def gemv_launch_plan(n: int, k: int, m: int = 1) -> dict:
     """The kernel geometry nvfp4_gemv / small-M nvfp4_gemm use for an aligned [N, K] tensor (for tools/bench_ops)."""
     vec = 16 if k % 32 == 0 else 8
-    tk, ry, rows, depth = _gemv_geometry(n, k, m, vec)
-    return {"vec": vec, "threads_k": tk, "row_groups": ry, "rows_per_thread": rows, "depth": depth,
-            "blocks": math.ceil(n / (ry * rows))}
+    plan = _gemv_plan(n, k, m, vec)
+    return {"vec": vec, "plan": list(plan)}

@@ -203,6 +203,113 @@ __global__ void __launch_bounds__(256, (M == 1 ? 2 : 1)) nvfp4_gemv_kernel(
     }
 }
 
+// GEMV y = W x for many rows (M = 1), software-pipelined and persistent. Each warp owns groups of R rows
+// (group g = warp, warp + n_warps, ...) and walks them as one flat list of work items (group, step); a step is P
+// chunks of VEC bytes per row, lane-strided (a warp reads 32 * VEC contiguous bytes of a row per chunk). The loads
+// of item i + 1 are issued before item i is decoded (two register buffers, ping-pong with compile-time indices),
+// so the memory system stays busy while the warp computes, also across row-group boundaries. At a group's last
+// step the R partial sums are reduced with warp shuffles and lane 0 writes them. No shared memory, no barriers.
+template <int R, int VEC, int P>
+struct StreamItem {
+    u32 w[P][R][VEC / 4];
+    u32 sc[P][R];
+};
+
+template <int R, int VEC, int P>
+__device__ __forceinline__ void stream_load(StreamItem<R, VEC, P>& it, const u8* __restrict__ packed,
+                                            const u8* __restrict__ scales, int row0, int c0, int n_rows,
+                                            int chunks, long long row_bytes, long long row_scales) {
+    constexpr int GPC = VEC / 8;
+#pragma unroll
+    for (int h = 0; h < P; ++h) {
+        const int c = c0 + 32 * h;
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const int row = row0 + r;
+            if (row < n_rows && c < chunks) {
+                load_packed<VEC>(packed + row * row_bytes + (long long)c * VEC, it.w[h][r]);
+                it.sc[h][r] = load_scales<VEC>(scales + row * row_scales + (long long)c * GPC);
+            } else {
+#pragma unroll
+                for (int i = 0; i < VEC / 4; ++i) it.w[h][r][i] = 0u;
+                it.sc[h][r] = 0u;
+            }
+        }
+    }
+}
+
+template <int R, int VEC, int P>
+__device__ __forceinline__ void stream_compute(const StreamItem<R, VEC, P>& it, const float* __restrict__ x,
+                                               int c0, int chunks, float* acc) {
+    constexpr int GPC = VEC / 8;
+#pragma unroll
+    for (int h = 0; h < P; ++h) {
+        const int c = c0 + 32 * h;
+        if (c >= chunks) break;
+#pragma unroll
+        for (int j = 0; j < GPC; ++j) {
+            float xv[16];
+            load_x16(x + (long long)c * (2 * VEC) + 16 * j, xv);
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                float q[16];
+                decode_block(it.w[h][r][2 * j], it.w[h][r][2 * j + 1], q);
+                float p = q[0] * xv[0];
+#pragma unroll
+                for (int i = 1; i < 16; ++i) p = fmaf(q[i], xv[i], p);
+                acc[r] = fmaf(p, e4m3_to_float((it.sc[h][r] >> (8 * j)) & 0xFFu), acc[r]);
+            }
+        }
+    }
+}
+
+template <int R, int VEC, int P>
+__global__ void __launch_bounds__(256, 1) nvfp4_gemv_stream_kernel(
+        const u8* __restrict__ packed, const u8* __restrict__ scales, const float* __restrict__ x,
+        float* __restrict__ y, int n_rows, int k_cols, float global_scale, int divide) {
+    const int lane = threadIdx.x & 31;
+    const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int n_warps = (gridDim.x * blockDim.x) >> 5;
+    const int chunks = k_cols / (2 * VEC);
+    const int steps = (chunks + 32 * P - 1) / (32 * P);  // work items per row group
+    const int groups = (n_rows + R - 1) / R;
+    if (warp >= groups) return;  // warp-uniform
+    const int items = ((groups - 1 - warp) / n_warps + 1) * steps;
+    const long long row_bytes = k_cols / 2, row_scales = k_cols / 16;
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+    StreamItem<R, VEC, P> buf[2];
+    // item i -> (group warp + (i / steps) * n_warps, step i % steps); chunk base of a step: step * 32 * P + lane
+    auto row0_of = [&](int i) { return (warp + (i / steps) * n_warps) * R; };
+    auto c0_of = [&](int i) { return (i % steps) * 32 * P + lane; };
+    auto finish_group = [&](int i) {
+        if (i % steps != steps - 1) return;
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xFFFFFFFFu, acc[r], off);
+            const int row = row0_of(i) + r;
+            if (lane == 0 && row < n_rows) y[row] = finish(acc[r], global_scale, divide);
+            acc[r] = 0.0f;
+        }
+    };
+    stream_load<R, VEC, P>(buf[0], packed, scales, row0_of(0), c0_of(0), n_rows, chunks, row_bytes, row_scales);
+    for (int i = 0; i < items; i += 2) {
+        if (i + 1 < items)
+            stream_load<R, VEC, P>(buf[1], packed, scales, row0_of(i + 1), c0_of(i + 1), n_rows, chunks,
+                                   row_bytes, row_scales);
+        stream_compute<R, VEC, P>(buf[0], x, c0_of(i), chunks, acc);
+        finish_group(i);
+        if (i + 1 >= items) break;
+        if (i + 2 < items)
+            stream_load<R, VEC, P>(buf[0], packed, scales, row0_of(i + 2), c0_of(i + 2), n_rows, chunks,
+                                   row_bytes, row_scales);
+        stream_compute<R, VEC, P>(buf[1], x, c0_of(i + 1), chunks, acc);
+        finish_group(i + 1);
+    }
+}
+
 // W [N, K] as fp16 holding q * s EXACTLY (|q s| <= 6 * 448 = 2688, nonzero |q s| >= 0.5 * 2^-9: 6 significant
 // bits at most, all fp16 normals), the global scale left out. One thread per 4 packed bytes (8 elements).
 extern "C" __global__ void nvfp4_dequant_qs_half(const u8* __restrict__ packed, const u8* __restrict__ scales,
