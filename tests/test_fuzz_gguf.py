@@ -237,3 +237,59 @@ def test_fuzz_summary(capsys):
               f"FormatError; {CASES['tensors']} tensors materialized ({CASES['tensor rejected']} rejected); "
               f"{CASES['tokenizers']} tokenizers built")
     assert CASES["run"] == CASES["loaded"] + CASES["rejected"]
+
+
+# ---- vocabularies: the tokenizer.* metadata of a loaded file, mutated ----------------------------------------
+
+VOCAB_CASES = {"run": 0, "built": 0}
+TOKEN_TEXT = (st.lists(st.sampled_from(list("ab ▁<>/sĠé\n") + ["<0x41>", "<s>"]), max_size=5).map("".join)
+              | st.text(max_size=4))
+ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-3, 2**33), st.floats(allow_nan=True), TOKEN_TEXT,
+                      st.lists(st.integers(-2, 8), max_size=5))
+
+
+@st.composite
+def vocabulary(draw) -> tuple[dict, str]:
+    """A mostly consistent vocabulary (merges of two tokens whose concatenation is a token), then maybe broken."""
+    tokens = draw(st.lists(TOKEN_TEXT.filter(bool), min_size=0, max_size=10, unique=draw(st.integers(0, 5)) > 0))
+    merges = []
+    for _ in range(draw(st.integers(0, 5)) if tokens else 0):
+        left, right = draw(st.sampled_from(tokens)), draw(st.sampled_from(tokens))
+        merges.append(f"{left} {right}")
+        if left + right not in tokens:
+            tokens.append(left + right)
+    n = len(tokens)
+    info = {"ggml.model": draw(st.sampled_from(["gpt2"] * 4 + ["llama"] * 4 + ["bert"])),
+            "ggml.pre": draw(st.sampled_from(["gpt2", "smollm", "llama-bpe", "qwen2", "nope"])),
+            "ggml.tokens": tokens,
+            "ggml.token_type": draw(st.lists(st.sampled_from([1, 1, 1, 3, 4, 6, -1, 9]), min_size=n, max_size=n)),
+            "ggml.scores": draw(st.lists(st.floats(-10, 10), min_size=n, max_size=n)),
+            "ggml.merges": merges,
+            "ggml.bos_token_id": draw(st.integers(-1, n + 1)), "ggml.eos_token_id": draw(st.integers(-1, n + 1)),
+            "ggml.unknown_token_id": draw(st.integers(-1, n + 1)), "ggml.add_space_prefix": draw(st.booleans())}
+    for key in draw(st.lists(st.sampled_from(sorted(info)), max_size=1)):   # then maybe break a field
+        info[key] = draw(ANY_VALUE)
+    return info, draw(st.sampled_from(["llama", "gemma3", "qwen2"]))
+
+
+@SETTINGS
+@given(case=vocabulary(), text=TOKEN_TEXT)
+def test_fuzz_vocabulary(case, text):
+    info, arch = case
+    VOCAB_CASES["run"] += 1
+    try:
+        tok = Tokenizer.from_gguf_info(info, arch, source="fuzz")
+    except (FormatError, Unsupported):
+        return
+    VOCAB_CASES["built"] += 1
+    ids = tok.encode(text)
+    assert all(0 <= i < tok.vocab_size for i in ids)
+    tok.decode(ids)
+
+
+def test_fuzz_vocabulary_summary(capsys):
+    if VOCAB_CASES["run"] == 0:
+        pytest.skip("the vocabulary property was deselected")
+    with capsys.disabled():
+        print(f"\nGGUF vocabulary fuzz: {VOCAB_CASES['run']} cases, {VOCAB_CASES['built']} tokenizers built, "
+              f"the rest FormatError / Unsupported")

@@ -48,11 +48,39 @@ IGNORE_MERGES_PRE = frozenset({"llama-bpe", "llama3", "llama-v3", "falcon3", "sm
 POSITION_RANKED_ARCHS = frozenset({"gemma", "gemma2", "gemma3"})
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# key -> (check of the value, what it must be); a value of the wrong kind is a FormatError, never a crash later
+_KINDS = {
+    "tokens": (lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v), "a list of strings"),
+    "merges": (lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v), "a list of strings"),
+    "token_type": (lambda v: isinstance(v, list) and all(_is_int(t) for t in v), "a list of integers"),
+    "scores": (lambda v: isinstance(v, list) and all(isinstance(t, (int, float)) for t in v), "a list of numbers"),
+    "model": (lambda v: isinstance(v, str), "a string"),
+    "pre": (lambda v: isinstance(v, str), "a string"),
+}
+
+
 def _get(info: dict, key: str, default=None, required: bool = False):
     value = info.get(f"ggml.{key}", default)
     if required and value is None:
         raise FormatError(f"GGUF vocabulary: tokenizer.ggml.{key} is missing")
+    check, kind = _KINDS.get(key, (lambda v: True, ""))
+    if value is not None and not check(value):
+        raise FormatError(f"GGUF vocabulary: tokenizer.ggml.{key} must be {kind}, got {type(value).__name__}")
     return value
+
+
+def _tokens(info: dict) -> list[str]:
+    tokens = _get(info, "tokens", required=True)
+    empty = next((i for i, t in enumerate(tokens) if not t), None)
+    if empty is not None:
+        raise FormatError(f"GGUF vocabulary: token {empty} is an empty string")
+    if len(set(tokens)) != len(tokens):
+        raise FormatError("GGUF vocabulary: duplicate tokens")
+    return tokens
 
 
 def _token_types(info: dict, n: int) -> list[int]:
@@ -78,7 +106,7 @@ def _finish(tok: Tokenizer, tokens: list[str], types: list[int], vocab: dict) ->
 
 
 def gpt2_tokenizer(info: dict) -> Tokenizer:
-    tokens = _get(info, "tokens", required=True)
+    tokens = _tokens(info)
     merges = _get(info, "merges", required=True)
     pre = _get(info, "pre", "default")
     if pre not in PRE_TOKENIZER_SPLITS:
@@ -88,8 +116,8 @@ def gpt2_tokenizer(info: dict) -> Tokenizer:
     pairs = []
     for m in merges:
         left, sep, right = m.partition(" ")
-        if not sep or left not in vocab or right not in vocab:
-            raise FormatError(f"GGUF vocabulary: merge {m!r} is not two vocabulary tokens")
+        if not (sep and left and right) or left not in vocab or right not in vocab or left + right not in vocab:
+            raise FormatError(f"GGUF vocabulary: merge {m!r} is not two vocabulary tokens making a third")
         pairs.append((left, right))
     tok = Tokenizer(BPE(vocab, pairs, fuse_unk=False, byte_fallback=False, ignore_merges=pre in IGNORE_MERGES_PRE))
     splits = [pre_tokenizers.Split(Regex(rx), behavior="isolated") for rx in PRE_TOKENIZER_SPLITS[pre]]
@@ -116,7 +144,7 @@ def _spm_merges(tokens: list[str], types: list[int], rank: list[float]) -> list[
 
 
 def spm_tokenizer(info: dict, arch: str) -> Tokenizer:
-    raw = _get(info, "tokens", required=True)
+    raw = _tokens(info)
     types = _token_types(info, len(raw))
     tokens = [SPM_SPACE * len(t) if t and not t.strip(" ") else t for t in raw]
     if arch in POSITION_RANKED_ARCHS:
@@ -127,7 +155,7 @@ def spm_tokenizer(info: dict, arch: str) -> Tokenizer:
             raise FormatError(f"GGUF vocabulary: {len(scores)} scores for {len(tokens)} tokens")
         rank = [-s for s in scores]
     vocab = {t: i for i, t in enumerate(tokens)}
-    if len(vocab) != len(tokens):
+    if len(vocab) != len(tokens):   # distinct in the file, equal once all-space pieces are respelled
         raise FormatError("GGUF vocabulary: duplicate tokens")
     unk = _get(info, "unknown_token_id")
     unk_token = tokens[unk] if isinstance(unk, int) and 0 <= unk < len(tokens) else None
