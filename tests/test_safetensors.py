@@ -14,8 +14,6 @@ from impnb.loaders.safetensors import (MAX_HEADER_BYTES, GapWarning, Safetensors
                                        save_safetensors)
 from impnb.loaders.shards import INDEX_NAME, open_safetensors
 
-safetensors = pytest.importorskip("safetensors")
-
 
 def _sample(rng) -> dict:
     return {
@@ -74,7 +72,7 @@ def test_views_are_zero_copy(tmp_path, rng):
 
 def test_package_reads_our_files(tmp_path, rng):
     """The `safetensors` package (numpy framework) reads what we write, bit for bit (dtypes NumPy can hold)."""
-    from safetensors.numpy import load_file
+    load_file = pytest.importorskip("safetensors.numpy").load_file
     tensors = {k: v for k, v in _sample(rng).items() if k not in ("bf16", "fp8", "e5m2")}
     save_safetensors(tmp_path / "a.safetensors", tensors)
     back = load_file(tmp_path / "a.safetensors")
@@ -85,7 +83,7 @@ def test_package_reads_our_files(tmp_path, rng):
 def test_we_read_package_files_including_fp8(tmp_path, rng):
     """torch + safetensors write BF16 / F8_E4M3 / F8_E5M2; our views hold the same bytes."""
     torch = pytest.importorskip("torch")
-    from safetensors.torch import save_file
+    save_file = pytest.importorskip("safetensors.torch").save_file
     src = {"bf16": torch.randn(4, 6).to(torch.bfloat16), "fp8": torch.randn(3, 32).to(torch.float8_e4m3fn),
            "e5m2": torch.randn(5).to(torch.float8_e5m2), "i64": torch.arange(7)}
     save_file(src, tmp_path / "t.safetensors", metadata={"format": "pt"})
@@ -101,7 +99,7 @@ def test_we_read_package_files_including_fp8(tmp_path, rng):
 def test_dtype_override_writes_fp8_e8m0_f4(tmp_path):
     """uint8 bytes stored as F8_E4M3 (NVFP4 scales), F8_E8M0 (MX scales) and F4 (packed E2M1 pairs)."""
     torch = pytest.importorskip("torch")
-    from safetensors import safe_open
+    safe_open = pytest.importorskip("safetensors").safe_open
     scale = np.array([[0x38, 0x7E], [0x01, 0x80]], dtype=np.uint8)  # 1.0, 448, 2^-9, -0.0
     e8 = np.array([127, 128, 0xFF], dtype=np.uint8)
     packed = np.array([[0x21, 0xF7]], dtype=np.uint8)
