@@ -35,6 +35,7 @@ __all__ = ["GGUFFile", "read_gguf", "dequantize", "undo_qk_permutation", "Tensor
 # The ggml types the issue requires; other types the gguf package can dequantize are accepted too.
 REQUIRED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")
 _PLAIN = {GGMLQuantizationType.F32: "<f4", GGMLQuantizationType.F16: "<f2"}
+_BLOCKS_PER_CHUNK = 1 << 14   # 512 Ki values of a 32-value type per gguf.quants call (faster than one call)
 
 
 def dequantize(raw: np.ndarray, ggml_type: GGMLQuantizationType, shape: tuple[int, ...], where: str = "") -> np.ndarray:
@@ -43,13 +44,17 @@ def dequantize(raw: np.ndarray, ggml_type: GGMLQuantizationType, shape: tuple[in
     if ggml_type in _PLAIN:
         return flat.view(_PLAIN[ggml_type]).astype(np.float32).reshape(shape)
     block, type_size = GGML_QUANT_SIZES[ggml_type]
-    rows = flat.reshape(-1, type_size)                      # one row per block
-    try:
-        values = _gguf_dequantize(rows, ggml_type)          # [n_blocks, block]
-    except NotImplementedError:
-        raise Unsupported(f"{where}: ggml type {ggml_type.name} cannot be dequantized "
-                          f"(supported at least: {', '.join(REQUIRED_TYPES)})") from None
-    return np.asarray(values, dtype=np.float32).reshape(shape)
+    blocks = flat.reshape(-1, type_size)                    # [n_blocks, type_size]
+    out = np.empty((blocks.shape[0], block), dtype=np.float32)
+    # in chunks: gguf.quants' temporaries are several times its output (Gemma-3's 262k x 640 embedding)
+    for start in range(0, blocks.shape[0], _BLOCKS_PER_CHUNK):
+        stop = start + _BLOCKS_PER_CHUNK
+        try:
+            out[start:stop] = _gguf_dequantize(blocks[start:stop], ggml_type)
+        except NotImplementedError:
+            raise Unsupported(f"{where}: ggml type {ggml_type.name} cannot be dequantized "
+                              f"(supported at least: {', '.join(REQUIRED_TYPES)})") from None
+    return out.reshape(shape)
 
 
 def undo_qk_permutation(w: np.ndarray, n_heads: int, where: str = "") -> np.ndarray:
