@@ -178,7 +178,7 @@ QUANT_SUFFIXES = [".weight", ".weight_packed", ".weight_scale", ".weight_global_
 CONFIGS = [None, {"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized"},
            {"quant_method": "compressed-tensors", "format": "mxfp4-pack-quantized"},
            {"quant_method": "modelopt", "quant_algo": "NVFP4"}, {"quant_method": "mxfp4"}]
-QUANT_CASES = {"run": 0}
+QUANT_CASES = {"run": 0, "config": 0}
 
 
 @st.composite
@@ -214,6 +214,54 @@ def test_fuzz_quant_assembly():
     run()
 
 
+QC_TEMPLATES = [
+    {"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized", "ignore": ["lm_head"],
+     "config_groups": {"group_0": {"format": "nvfp4-pack-quantized", "targets": ["Linear"],
+                                   "weights": {"num_bits": 4, "group_size": 16}}}},
+    {"quant_method": "modelopt", "quant_algo": "NVFP4", "ignore": ["lm_head"],
+     "config_groups": {"group_0": {"weights": {"group_size": 16}}}},
+    {"quant_method": "mxfp4", "modules_to_not_convert": ["lm_head"]},
+]
+HQ_TEMPLATE = {"producer": {"name": "modelopt"}, "quantization": {
+    "quant_algo": "MIXED_PRECISION", "group_size": 16, "exclude_modules": ["lm_head"],
+    "quantized_layers": {"model.layers.0.mlp.down_proj": {"quant_algo": "NVFP4"}}}}
+
+
+def _nested_dicts(obj, out):
+    if isinstance(obj, dict):
+        out.append(obj)
+        for v in obj.values():
+            _nested_dicts(v, out)
+    return out
+
+
+@st.composite
+def mutated_config(draw, template):
+    obj = json.loads(json.dumps(template))
+    for _ in range(draw(st.integers(1, 3))):
+        target = draw(st.sampled_from(_nested_dicts(obj, [])))
+        key = draw(st.sampled_from(sorted(target) + ["quant_algo", "format", "weights"]))
+        target[key] = draw(JSON_VALUES)
+    return obj
+
+
+def test_fuzz_quantization_config():
+    """Mutated quantization_config / hf_quant_config.json blocks: a scheme, None, FormatError or Unsupported;
+    never a TypeError from a list or number where a string belongs."""
+    from impnb import Unsupported
+    from impnb.loaders.quant import detect_scheme
+
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None)
+    @given(st.sampled_from(QC_TEMPLATES).flatmap(mutated_config) | st.none(), mutated_config(HQ_TEMPLATE))
+    def run(qc, hq):
+        QUANT_CASES["config"] += 1
+        try:
+            detect_scheme({"quantization_config": qc} if qc is not None else {}, hq)
+        except (FormatError, Unsupported):
+            pass
+    run()
+
+
 def test_fuzz_summary(capsys):
     """Prints how many cases ran (this module's tests run in file order, so the ones above have run)."""
     if CASES["run"] == 0:
@@ -221,6 +269,6 @@ def test_fuzz_summary(capsys):
     with capsys.disabled():
         print(f"\nsafetensors fuzz: {CASES['run']} cases, {CASES['loaded']} loaded, {CASES['rejected']} rejected "
               f"with FormatError; "
-              f"{QUANT_CASES['run']} quantized-tensor cases")
+              f"{QUANT_CASES['run']} quantized-tensor cases; {QUANT_CASES['config']} quantization-config cases")
     assert CASES["run"] == CASES["loaded"] + CASES["rejected"]
     assert CASES["loaded"] and CASES["rejected"]  # the mutations reach both outcomes

@@ -117,33 +117,44 @@ def _check_group_size(kind, weights, where) -> None:
         raise FormatError(f"{where}: weights group_size {size!r} contradicts {kind} (group {GROUP[kind]})")
 
 
+def _text(value, what: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise FormatError(f"{what} must be a string, got {str(value)[:80]}")
+    return value
+
+
 def _detect_ct(qc) -> QuantScheme | None:
     groups = qc.get("config_groups") or {}
-    if not isinstance(groups, dict):
-        raise FormatError("compressed-tensors config_groups must be an object")
-    formats = {name: (g.get("format") if isinstance(g, dict) else None) or qc.get("format")
-               for name, g in groups.items()} or {"<top level>": qc.get("format")}
+    if not isinstance(groups, dict) or not all(isinstance(g, dict) for g in groups.values()):
+        raise FormatError("compressed-tensors config_groups must be an object of objects")
+    top = _text(qc.get("format"), "compressed-tensors format")
+    formats = {name: _text(g.get("format"), f"config group {name} format") or top for name, g in groups.items()}
     kinds = set()
-    for name, fmt in formats.items():
+    for name, fmt in (formats or {"<top level>": top}).items():
         if fmt not in CT_FORMATS:
             raise Unsupported(f"compressed-tensors format {fmt!r} (config group {name}) is not supported; "
                               f"supported: {', '.join(CT_FORMATS)}")
         kind = CT_FORMATS[fmt]
-        _check_group_size(kind, (groups.get(name) or {}).get("weights"), f"compressed-tensors group {name}")
+        _check_group_size(kind, groups.get(name, {}).get("weights"), f"compressed-tensors group {name}")
         kinds.add(kind)
     kinds.discard(None)
     return QuantScheme("compressed-tensors", frozenset(kinds), _patterns(qc.get("ignore"))) if kinds else None
 
 
+def _modelopt_algos(qc, hq_quant) -> set:
+    algo = _text(qc.get("quant_algo") or hq_quant.get("quant_algo"), "ModelOpt quant_algo")
+    if algo != "MIXED_PRECISION":
+        return {algo}
+    layers = hq_quant.get("quantized_layers")
+    if not isinstance(layers, dict) or not all(isinstance(v, dict) for v in layers.values()):
+        raise FormatError("ModelOpt MIXED_PRECISION needs hf_quant_config.json quantization.quantized_layers "
+                          "{module: {quant_algo: ...}}")
+    return {_text(v.get("quant_algo"), f"quantized_layers[{k!r}].quant_algo") for k, v in layers.items()}
+
+
 def _detect_modelopt(qc, hq) -> QuantScheme:
     hq_quant = hq.get("quantization", {}) if _is_modelopt_file(hq) else {}
-    algo = qc.get("quant_algo") or hq_quant.get("quant_algo")
-    algos = {algo}
-    if algo == "MIXED_PRECISION":
-        layers = hq_quant.get("quantized_layers")
-        if not isinstance(layers, dict):
-            raise FormatError("ModelOpt MIXED_PRECISION needs hf_quant_config.json quantization.quantized_layers")
-        algos = {v.get("quant_algo") if isinstance(v, dict) else None for v in layers.values()}
+    algos = _modelopt_algos(qc, hq_quant)
     unknown = algos - set(MODELOPT_ALGOS)
     if unknown:
         raise Unsupported(f"ModelOpt quant_algo {sorted(map(str, unknown))} is not supported; supported: "
