@@ -10,7 +10,7 @@ import impnb
 from impnb import FormatError
 from impnb.loaders.mxfp4 import MXFP4Tensor
 
-from .test_quant_checkpoints import L0, LLAMA, _module, ct_config, write_dir
+from .test_quant_checkpoints import L0, LLAMA, _module, ct_config, modelopt_config, write_dir
 
 E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6]  # numerics-spec 1.1, written out independently of impnb.reference.fp4
 
@@ -77,3 +77,17 @@ def test_gpt_oss_mxfp4(tmp_path, rng):
     del tensors[f"{base}_scales"]
     with pytest.raises(FormatError, match="without"):
         impnb.load_checkpoint(write_dir(tmp_path / "oss2", config, tensors))
+
+
+def test_modelopt_mxfp4(tmp_path, rng):
+    codes, packed, exps = _mx_bytes(rng, (8,))
+    m = _module("down_proj")
+    tensors = {f"{m}.weight": packed, f"{m}.weight_scale": exps}
+    ck = impnb.load_checkpoint(write_dir(tmp_path / "mo", modelopt_config("MXFP4"), tensors))
+    assert ck.quantization == "mxfp4-modelopt" and isinstance(ck.tensors[f"{m}.weight"], MXFP4Tensor)
+    np.testing.assert_array_equal(ck.tensors[f"{m}.weight"].dequantize(np.float64), _mx_expected(codes, exps))
+    with pytest.raises(FormatError, match="means mxfp4"):  # the same tensors under an NVFP4 declaration
+        impnb.load_checkpoint(write_dir(tmp_path / "mo2", modelopt_config("NVFP4"), tensors))
+    tensors[f"{m}.weight_scale_2"] = np.array(1.0, np.float32)
+    with pytest.raises(FormatError, match="no per-tensor scale"):
+        impnb.load_checkpoint(write_dir(tmp_path / "mo3", modelopt_config("MXFP4"), tensors))
