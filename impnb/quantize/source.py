@@ -64,6 +64,8 @@ def _from_gguf(path: Path, ckpt) -> Source:
     mc = ckpt.config
     tensors = _drop_gguf_only(ckpt.tensors)
     config = hf_config(mc)
+    # llama.cpp drops output.weight when the head is tied; transformers needs the flag to tie it back
+    config["tie_word_embeddings"] = "lm_head.weight" not in tensors
     files = gguf_tokenizer_files(ckpt, mc)
     files["generation_config.json"] = _json_bytes(_generation_config(mc))
     return Source(path, "gguf", config, mc, tensors, files, ckpt)
