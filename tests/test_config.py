@@ -176,3 +176,38 @@ def test_gemma3_270m_gguf_metadata():
     assert (s.window, s.rope.theta, f.rope.theta, f.window) == (512, 10000.0, 1e6, None)
     assert (s.n_heads, s.n_kv_heads, s.head_dim, s.scale) == (4, 1, 256, 256 ** -0.5)
     assert cfg.norm_offset == 1.0 and cfg.embedding_scale == np.float32(np.sqrt(640))
+
+
+# ---- synthetic GGUF metadata for the architectures without a real file in the test set ----
+def _gguf(arch, **extra):
+    base = {"general.architecture": arch, f"{arch}.block_count": 4, f"{arch}.embedding_length": 64,
+            f"{arch}.attention.head_count": 8, f"{arch}.attention.head_count_kv": 2, f"{arch}.context_length": 4096,
+            f"{arch}.feed_forward_length": 128, f"{arch}.rope.freq_base": 1e6, "tokenizer.ggml.tokens": ["a"] * 50,
+            f"{arch}.attention.layer_norm_rms_epsilon": 1e-6}
+    return {**base, **{f"{arch}.{k}": v for k, v in extra.items()}}
+
+
+def test_gguf_qwen3moe_and_gpt_oss():
+    cfg = ModelConfig.from_gguf(_gguf("qwen3moe", expert_count=16, expert_used_count=4,
+                                      expert_feed_forward_length=32, **{"attention.key_length": 16}))
+    assert (cfg.arch, cfg.vocab_size, cfg.qk_norm, cfg.moe.n_experts, cfg.moe.top_k) == ("qwen3_moe", 50, True,
+                                                                                         16, 4)
+    assert cfg.layers[0].head_dim == 16 and all(lc.moe for lc in cfg.layers)
+    oss = ModelConfig.from_gguf(_gguf("gpt-oss", expert_count=8, expert_used_count=2, expert_feed_forward_length=32,
+                                      **{"attention.sliding_window": 128, "rope.scaling.type": "yarn",
+                                         "rope.scaling.factor": 32.0,
+                                         "rope.scaling.original_context_length": 4096}))
+    assert [lc.kind for lc in oss.layers] == ["sliding", "full"] * 2 and all(lc.sinks for lc in oss.layers)
+    assert oss.layers[0].rope.kind == "yarn" and oss.moe.gating == "topk_softmax"
+
+
+def test_gguf_per_layer_arrays_and_missing_keys():
+    cfg = ModelConfig.from_gguf(_gguf("qwen2", **{"attention.head_count_kv": [2, 2, 4, 4]}))
+    assert [lc.n_kv_heads for lc in cfg.layers] == [2, 2, 4, 4]
+    from impnb import FormatError
+    meta = _gguf("llama")
+    del meta["llama.embedding_length"]
+    with pytest.raises(FormatError, match="llama.embedding_length"):
+        ModelConfig.from_gguf(meta)
+    with pytest.raises(ValueError, match="has 3 entries for 4 layers"):
+        ModelConfig.from_gguf(_gguf("llama", **{"attention.head_count": [8, 8, 8]}))
