@@ -168,3 +168,28 @@ def test_real_gguf_weights_match_transformers(which, n_tokens):
     print(f"{which}: final-norm max rel {hidden_rel:.2e}, last logits max rel {logit_rel:.2e}")
     assert hidden_rel < 1e-4 and logit_rel < 1e-4
     assert ours[0].argmax() == theirs[0].argmax()
+
+
+def test_gpt_oss_mxfp4_experts_read_rows_as_outputs(tmp_path):
+    """gpt-oss MXFP4 experts are [E, 2I, H] / [E, H, I] (rows = outputs), the TRANSPOSE of the dense parameters:
+    a checkpoint holding MXFP4Tensor experts must give the logits of its dense transposed twin."""
+    from impnb.loaders.mxfp4 import MXFP4Tensor
+    # intermediate 32: K % 32 == 0 for down_proj; and 2I == H, so only the tensor type (not its shape) can tell
+    # the two orientations apart
+    config = tf.GptOssConfig(**{**SMALL, "intermediate_size": 32}, head_dim=16, sliding_window=16,
+                             num_local_experts=8, num_experts_per_tok=2)
+    _build(config, tmp_path)
+    ckpt = impnb.load_checkpoint(tmp_path)
+    rng = np.random.default_rng(3)
+    mx_tensors, dense_tensors = dict(ckpt.tensors), dict(ckpt.tensors)
+    for name, value in ckpt.tensors.items():
+        if name.endswith(("experts.gate_up_proj", "experts.down_proj")):
+            e, k, n = value.shape  # dense [E, in, out]
+            mx = MXFP4Tensor(rng.integers(0, 256, size=(e, n, k // 2), dtype=np.uint8),
+                             rng.integers(120, 125, size=(e, n, k // 32), dtype=np.uint8), name)
+            mx_tensors[name] = mx
+            dense_tensors[name] = np.ascontiguousarray(mx.dequantize().transpose(0, 2, 1))
+    ids = rng.integers(0, config.vocab_size, size=9)
+    a = Model(ckpt.config, mx_tensors).logits(ids)
+    b = Model(ckpt.config, dense_tensors).logits(ids)
+    assert np.isfinite(a).all() and np.array_equal(a, b)

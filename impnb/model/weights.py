@@ -38,10 +38,15 @@ def dense(value, name: str = "") -> np.ndarray:
         return np.asarray(nvfp4_dequantize(value), dtype=np.float32)
     if isinstance(value, (tuple, list)):
         return np.stack([dense(v, name) for v in value])
+    if _is_mxfp4(value):
+        return np.asarray(value.dequantize(np.float32), dtype=np.float32)
     if not hasattr(value, "dtype"):
-        raise FormatError(f"tensor {name}: cannot use a {type(value).__name__} as a weight (MXFP4 is not "
-                          f"dequantized by the model yet)")
+        raise FormatError(f"tensor {name}: cannot use a {type(value).__name__} as a weight")
     return np.ascontiguousarray(value, dtype=np.float32)
+
+
+def _is_mxfp4(value) -> bool:
+    return type(value).__name__ == "MXFP4Tensor" and hasattr(value, "dequantize")
 
 
 class WeightStore:
@@ -65,6 +70,11 @@ class WeightStore:
         if shape is not None and tuple(arr.shape) != tuple(shape):
             raise FormatError(f"tensor {name}: shape {tuple(arr.shape)}, expected {tuple(shape)}")
         return arr
+
+    def rows_are_outputs(self, name: str) -> bool:
+        """True when ``name`` is stored quantized (MXFP4 / NVFP4: rows = outputs, whatever the dense layout)."""
+        return name in self.raw and (_is_mxfp4(self.tensors[self.raw[name]])
+                                     or type(self.tensors[self.raw[name]]).__name__ == "NVFP4Tensor")
 
     def unused(self) -> list[str]:
         return sorted(set(self.raw) - self.used)
@@ -166,10 +176,11 @@ def _experts(store, base, e, h, i, *, transposed_interleaved: bool) -> dict:
         gu = store.get(base + "gate_up_proj")
         down = store.get(base + "down_proj")
         bias = store.get(base + "gate_up_proj_bias", optional=True)
-        if transposed_interleaved:  # gpt-oss: [E, H, 2I], gate / up interleaved in the columns; down [E, I, H]
-            gu = np.concatenate([gu[:, :, 0::2], gu[:, :, 1::2]], axis=2).transpose(0, 2, 1)
+        if transposed_interleaved:  # gpt-oss: gate / up interleaved; dense [E, H, 2I] + down [E, I, H], or
+            if not store.rows_are_outputs(base + "gate_up_proj"):  # MXFP4 [E, 2I, H] + [E, H, I] (rows = outputs)
+                gu, down = gu.transpose(0, 2, 1), down.transpose(0, 2, 1)
+            gu = np.concatenate([gu[:, 0::2], gu[:, 1::2]], axis=1)
             bias = None if bias is None else np.concatenate([bias[:, 0::2], bias[:, 1::2]], axis=1)
-            down = down.transpose(0, 2, 1)
         if gu.shape != (e, 2 * i, h) or down.shape != (e, h, i):
             raise FormatError(f"{base}gate_up_proj / down_proj: shapes {gu.shape} / {down.shape}, expected "
                               f"[{e}, {2 * i}, {h}] / [{e}, {h}, {i}]")
