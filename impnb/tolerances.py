@@ -72,6 +72,12 @@ def _nvfp4_abs_dot(args, kwargs):
     return _gamma_fp32_probabilistic(t.shape[1] + 2) * (np.abs(x) @ w.T)
 
 
+def _row_max_abs(reference):
+    """max |logit| of each row [..., 1] (whole-model logits: the scale their float32 errors grow with)."""
+    r = np.abs(np.asarray(reference, dtype=np.float64))
+    return np.max(r, axis=-1, keepdims=True) if r.ndim else r
+
+
 # ---- the table ---------------------------------------------------------------------------------------------------
 # op -> {output dtype name or "*": rule}. Keep the evidence next to the number.
 TOLERANCES: dict[str, dict[str, object]] = {
@@ -150,11 +156,14 @@ TOLERANCES: dict[str, dict[str, object]] = {
                                   "sqrt(n) u = 4e-6 of the O(1) partial sums) plus the activation and a K-term "
                                   "weighted sum; 5e-5 absolute keeps a ~10x margin")},
     # ---- whole model: the CUDA engine (impnb/cuda/engine.py) against the reference model, --backend check ----
-    "engine_logits": {"*": AllClose(2e-3, 2e-3, "same weights, float32 activations and residual stream on both "
-                                    "paths; only summation order differs (split-K attention, warp-tree GEMV "
-                                    "sums, cuBLAS SGEMM blocking): ~1e-6 relative per op, compounded over the "
-                                    "layers to <= ~1e-4 of the logit scale in the golden diffs of "
-                                    "tests/test_cuda_model.py; 2e-3 keeps a >= 10x margin")},
+    "engine_logits": {"*": ScaledError(1e-4, lambda a, k: _row_max_abs(a[0]),
+                                       "same weights (check mode stores them in float32), float32 activations, "
+                                       "residual stream and KV cache on both paths; only summation order differs "
+                                       "(cuBLAS SGEMM blocking, warp-tree GEMV sums, split-K attention). Measured "
+                                       "on the GPU (tests/test_cuda_model.py, 6 architectures): max |d logit| / "
+                                       "max |logit| of the row 3.6e-7 .. 5.1e-7; 1e-4 of the row's largest logit "
+                                       "keeps a 200x margin, and an error in any op of a layer exceeds it "
+                                       "(the planted-bug test)")},
 }
 
 

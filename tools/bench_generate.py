@@ -53,6 +53,44 @@ def _timed(fn, sync):
     return time.perf_counter() - t0
 
 
+def kernel_profile(eng, repeats: int = 20) -> dict:
+    """Where a decode step's time goes: every launch of one step is recorded (not run), then each is captured
+    ``repeats`` times in a graph of its own and replayed; its graph-node time is the median replay / repeats.
+    Summed per kernel name (us). Repeats find their weights warm in L2 (a lower bound for weights < 50 MB)."""
+    import cupy as cp
+    from impnb.cuda import _engine_kernels as K
+    recorded, original = [], K.launch
+    K.launch = lambda *a, **kw: recorded.append((a, kw))
+    try:
+        with eng._stream:
+            eng._step(True)
+    finally:
+        K.launch = original
+    out = {}
+    s = eng._stream
+    for args, kw in recorded:
+        name = args[0]
+        if name == "argmax_final":  # advances the position: not repeatable
+            continue
+        with s:
+            s.begin_capture()
+            for _ in range(repeats):
+                original(*args, **kw)
+            graph = s.end_capture()
+            graph.launch(s)
+            times = []
+            for _ in range(5):
+                a, b = cp.cuda.Event(), cp.cuda.Event()
+                a.record(s)
+                graph.launch(s)
+                b.record(s)
+                b.synchronize()
+                times.append(cp.cuda.get_elapsed_time(a, b) * 1e3 / repeats)
+        out[name] = out.get(name, 0.0) + float(np.median(times))
+    eng.reset()
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def bench_impnb(name, fmt, cfg, prompt, n_decode, copy_gbps):
     import cupy as cp
     from impnb.cuda.engine import Engine, decode_bytes
@@ -73,10 +111,17 @@ def bench_impnb(name, fmt, cfg, prompt, n_decode, copy_gbps):
         decode.append(_timed(lambda: eng.replay_greedy(n_decode), sync))
     tps = n_decode / float(np.median(decode))
     step_bytes = decode_bytes(eng)
-    row = dict(model=name, weights=fmt, engine="impnb-cuda-graph", prefill_tok_s=len(prompt) / float(np.median(prefill)),
-               decode_tok_s=tps, kernels_per_token=eng.kernels_per_step[True], layers=cfg.n_layers,
+    eng.reset()
+    eng.prefill(prompt)
+    eng.first_token()
+    prof = kernel_profile(eng)
+    print(f"  {name}/{fmt} one step = {1e6 / tps:.0f} us; graph-node us per kernel name, summed over the step "
+          f"(total {sum(prof.values()):.0f}): " + ", ".join(f"{k} {v:.0f}" for k, v in prof.items()), flush=True)
+    row = dict(model=name, weights=fmt, engine="impnb-cuda-graph",
+               prefill_tok_s=len(prompt) / float(np.median(prefill)), decode_tok_s=tps, kernels_per_token=eng.kernels_per_step[True], layers=cfg.n_layers,
                step_weight_mb=step_bytes / 1e6, achieved_gbps=step_bytes * tps / 1e9,
-               pct_copy_bw=100.0 * step_bytes * tps / 1e9 / copy_gbps, weights_gb=eng.memory_bytes() / 1e9)
+               pct_copy_bw=100.0 * step_bytes * tps / 1e9 / copy_gbps, weights_gb=eng.memory_bytes() / 1e9,
+               step_us=1e6 / tps, graph_node_us_by_kernel={k: round(v, 1) for k, v in prof.items()})
     del eng
     gc.collect()
     cp.get_default_memory_pool().free_all_blocks()

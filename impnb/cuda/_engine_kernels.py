@@ -83,6 +83,16 @@ def gemv(w, x, y, *, mode: str = "plain", aux=None, eps: float = 0.0, offset: fl
     return name
 
 
+def qkv_rope(w, x, norm, *, eps, offset, q, kc, vc, slot_pos, st, cos, sin, F, interleaved, H, HKV, D, C) -> str:
+    """q|k|v = W @ RMSNorm(x) with RoPE and the KV append in the epilogue (one kernel; no QK-norm layers)."""
+    name = f"qkv_rope_{FMT_NAMES[w.fmt]}"
+    tasks = (H + HKV) * F + HKV * D // 2
+    blocks = min(-(-tasks // WARPS), 8 * sm_count())
+    launch(name, blocks, THREADS, (w.data, w.scales, w.rmult, w.bias, x, norm, eps, offset, q, kc, vc, slot_pos, st,
+                                   cos, sin, F, interleaved, H, HKV, D, C, w.K), smem=4 * w.K)
+    return name
+
+
 def moe_up(w, ids, x, y, *, aux, eps: float, offset: float, top_k: int) -> str:
     """y[j, :] = W[ids[j]] @ rmsnorm(x) for j < top_k; w: a stacked DeviceLinear with N = rows per expert."""
     name = f"moe_up_{FMT_NAMES[w.fmt]}"
@@ -101,14 +111,24 @@ def moe_down(w, ids, wts, gu, x, *, act: str, top_k: int) -> str:
     return name
 
 
-def attention_decode(q, kc, vc, slot_pos, st, out, part, *, H, HKV, D, C, chunk, window, scale, softcap, sinks):
-    """Split-K decode attention over the C cache slots of one layer, then the combine; 2 kernels."""
+def attention_decode(q, kc, vc, slot_pos, st, part, *, H, HKV, D, C, chunk, window, scale, softcap):
+    """Split-K decode attention partials over the C cache slots of one layer (the o-proj GEMV combines them)."""
     splits = -(-C // chunk)
     pm, pl, pacc = part
-    block = 128
+    block = max(256, chunk)
     launch("attn_partial", (H, splits), block, (q, kc, vc, slot_pos, st, H, HKV, D, C, chunk, window or 0, scale,
-                                                softcap or 0.0, pm, pl, pacc), smem=4 * (D + chunk))
-    launch("attn_combine", H, min(1024, max(32, D)), (pm, pl, pacc, sinks, splits, D, out))
+                                                softcap or 0.0, pm, pl, pacc), smem=4 * (D + chunk + block))
+    return splits
+
+
+def gemv_attn(w, part, sinks, splits: int, D: int, y, *, accumulate=False) -> str:
+    """y[N] (+)= W @ attention output, combined from the split partials in the GEMV's input stage."""
+    pm, pl, pacc = part
+    name = f"gemv_{FMT_NAMES[w.fmt]}_attn_r1"
+    blocks = min(-(-w.N // WARPS), 8 * sm_count())
+    launch(name, blocks, THREADS, (w.data, w.scales, w.rmult, w.bias, pm, pl, pacc, sinks, splits, D, y, w.N, w.K,
+                                   int(accumulate)), smem=4 * (w.K + (w.K // D) * splits))
+    return name
 
 
 def argmax(logits, ban, V, part_v, part_i, st, out_ids, max_out) -> None:

@@ -16,8 +16,9 @@ from ..errors import Unsupported
 from . import _engine_kernels as K
 from ._engine_weights import POLICIES, DeviceLinear, fuse, upload, vector
 
-ATTN_CHUNK = 64      # cache slots per attention block (grown for long caches so that splits <= MAX_SPLITS)
-MAX_SPLITS = 32
+ATTN_CHUNK = 64      # cache slots per decode-attention block (doubled for long caches: splits <= MAX_SPLITS)
+MAX_SPLITS = 64
+MAX_CHUNK = 1024     # one thread per slot at most: caches up to 64K slots
 
 
 def check_supported(cfg) -> None:
@@ -35,8 +36,8 @@ def check_supported(cfg) -> None:
             missing.append(f"expert activation {moe.activation!r} with biases={moe.expert_bias}")
         if moe.n_experts > 1024 or moe.top_k > 64:
             missing.append("more than 1024 experts or top-k > 64")
-    if any(L.head_dim > 1024 or L.head_dim % 2 for L in cfg.layers):
-        missing.append("head_dim > 1024 or odd")
+    if any(L.head_dim > 1024 or L.head_dim % 4 for L in cfg.layers):
+        missing.append("head_dim > 1024 or not a multiple of 4")
     if missing:
         raise Unsupported(f"CUDA engine: {cfg.arch} uses {', '.join(missing)}; run it with backend='reference'")
 
@@ -89,16 +90,36 @@ class Layer:
         n = self.attention_block(e)
         return n + (self.moe_block(e) if self.router is not None else self.mlp_block(e))
 
+    @property
+    def fused_rope(self) -> bool:
+        """q|k|v GEMV, RoPE and KV append in one kernel: no per-head norms, full rotary."""
+        return self.q_norm is None and not self.v_norm and not self.k_eq_v and 2 * self.F == self.D
+
     def attention_block(self, e) -> int:
+        if self.fused_rope:
+            K.qkv_rope(self.qkv, e.x, self.attn_norm, eps=self.eps, offset=self.offset, q=e.q, kc=self.kc,
+                       vc=self.vc, slot_pos=self.slot_pos, st=e.st, cos=self.rope_cos, sin=self.rope_sin, F=self.F,
+                       interleaved=self.interleaved, H=self.H, HKV=self.HKV, D=self.D, C=self.C)
+            return self.attention_tail(e) - 1
         K.gemv(self.qkv, e.x, e.qkv, mode="norm", aux=self.attn_norm, eps=self.eps, offset=self.offset)
         K.launch("qkv_rope_append", (self.H + self.HKV, 1), max(32, min(1024, -(-self.D // 32) * 32)),
                  (e.qkv, self.qkv.N, e.q, self.kc, self.vc, self.slot_pos, e.st, self.q_norm, self.k_norm,
                   self.q_norm is not None, self.v_norm, self.k_eq_v, self.eps, self.offset, self.rope_cos,
                   self.rope_sin, self.F, self.interleaved, self.H, self.HKV, self.D, self.C), smem=4 * self.D)
-        K.attention_decode(e.q, self.kc, self.vc, self.slot_pos, e.st, e.attn, e.part, H=self.H, HKV=self.HKV,
-                           D=self.D, C=self.C, chunk=self.chunk, window=self.window, scale=self.scale,
-                           softcap=self.softcap, sinks=self.sinks)
-        return 4 + self._residual(e, self.o, e.attn, "plain", self.post_attn_norm)
+        return self.attention_tail(e)
+
+    def attention_tail(self, e) -> int:
+        """Attention partials and the o-proj (+ residual); returns the kernels of the whole attention block."""
+        splits = K.attention_decode(e.q, self.kc, self.vc, self.slot_pos, e.st, e.part, H=self.H, HKV=self.HKV,
+                                    D=self.D, C=self.C, chunk=self.chunk, window=self.window, scale=self.scale,
+                                    softcap=self.softcap)
+        if self.post_attn_norm is None:  # o-proj (combining the partials) + residual, one kernel
+            K.gemv_attn(self.o, e.part, self.sinks, splits, self.D, e.x, accumulate=True)
+            return 4
+        K.gemv_attn(self.o, e.part, self.sinks, splits, self.D, e.tmp)
+        K.launch("postnorm_add", 1, 1024, (e.tmp, self.post_attn_norm, e.x, e.config.hidden_size, self.eps,
+                                           self.offset))
+        return 5
 
     def mlp_block(self, e) -> int:
         K.gemv(self.gu, e.x, e.gu, mode="norm", aux=self.ffn_norm, eps=self.eps, offset=self.offset)
@@ -277,8 +298,12 @@ def _layer(cfg, lc, tensors, policy, max_context, prefill_chunk, tables, cp) -> 
     qkv = fuse([_linear(tensors, p + "self_attn." + n, policy) for n in names], p + "qkv")
     sliding = lc.kind == "sliding"
     C = min(max_context, lc.window + prefill_chunk) if sliding else max_context
-    per_split = -(-C // MAX_SPLITS)
-    chunk = max(ATTN_CHUNK, -(-per_split // ATTN_CHUNK) * ATTN_CHUNK)
+    chunk = ATTN_CHUNK
+    while chunk * MAX_SPLITS < C:
+        chunk *= 2
+    if chunk > MAX_CHUNK:
+        raise Unsupported(f"CUDA engine: a cache of {C} slots (max_context) is beyond its decode attention's "
+                          f"{MAX_CHUNK * MAX_SPLITS}")
     cos, sin, F = _rope_tables(cfg, lc, max_context, tables)
     sandwich = cfg.sandwich_norms
     norm = lambda n: vector(_get(tensors, p + n + ".weight"), cfg.hidden_size, p + n)  # noqa: E731

@@ -8,8 +8,8 @@ impnb.reference.nvfp4_dequantize does for NVFP4; bf16 / f16 widen exactly) and m
 (``cupy.matmul``, float32 in and out; CuPy leaves TF32 off unless CUPY_TF32=1), so prefill has the reference's
 float32 numerics up to summation order. QK-norm, RoPE and the KV append are the decode kernel run over M rows;
 attention reads the cache view [0, S) with the mask built from the slots' stored positions (impnb.cuda.masks /
-impnb.cuda.attention, the registry ops). MoE: routing as impnb.cuda.moe.moe_route, then each hit expert runs its
-tokens through one GEMM, experts visited in increasing index like the reference.
+impnb.cuda.attention, the registry ops). MoE: token by token through the decode MoE kernels (engine.cu moe_route /
+moe_up / moe_down: device routing, the top-k experts' GEMVs, experts summed in top-k order).
 """
 from __future__ import annotations
 
@@ -145,26 +145,22 @@ class Prefill:
         self.residual(x, y, L.post_ffn_norm, L)
 
     def moe(self, L, x, taps):
+        """Each token through the decode path's MoE kernels (router GEMV, device top-k, grouped expert GEMVs): no
+        host round trip for the routing, and the top-k experts' rows are read once per token."""
         import cupy as cp
-        from .moe import moe_route
-        moe = self.e.config.moe
-        h = self.norm(x, L.ffn_norm)
-        _tap(taps, "ffn_norm", L.index, h)
-        logits = self.linear(L.router, h)
-        _tap(taps, "router_logits", L.index, logits)
-        weights, ids = moe_route(logits, top_k=moe.top_k, gating=moe.gating, renormalize=moe.renormalize)
-        ids_h = cp.asnumpy(ids)
+        e, moe = self.e, self.e.config.moe
+        _tap(taps, "ffn_norm", L.index, self.norm(x, L.ffn_norm) if taps is not None else None)
+        logits = cp.empty((x.shape[0], moe.n_experts), cp.float32)
         y = cp.zeros_like(x)
-        inner = L.experts_gu.N // 2
-        for ex in np.unique(ids_h):
-            tok, kk = np.nonzero(ids_h == ex)
-            xe = h[cp.asarray(tok)]
-            gu = self.linear(L.experts_gu, xe, int(ex) * L.experts_gu.N, L.experts_gu.N)
-            a = cp.empty((tok.size, inner), cp.float32)
-            K.launch("gated_act_rows", min(-(-a.size // 256), 16 * K.sm_count()), 256,
-                     (gu, tok.size, inner, 0 if L.act == "silu" else 1, a))
-            ye = self.linear(L.experts_down, a, int(ex) * L.experts_down.N, L.experts_down.N)
-            y[cp.asarray(tok)] += ye * weights[cp.asarray(tok), cp.asarray(kk)][:, None]
+        gating = {"softmax": 0, "topk_softmax": 1, "sigmoid": 2}[moe.gating]
+        for t in range(x.shape[0]):
+            K.gemv(L.router, x[t], logits[t], mode="norm", aux=L.ffn_norm, eps=L.eps, offset=L.offset)
+            K.launch("moe_route", 1, 256, (logits[t], moe.n_experts, moe.top_k, gating, moe.renormalize,
+                                           e.moe_ids, e.moe_w))
+            K.moe_up(L.experts_gu, e.moe_ids, x[t], e.moe_gu, aux=L.ffn_norm, eps=L.eps, offset=L.offset,
+                     top_k=moe.top_k)
+            K.moe_down(L.experts_down, e.moe_ids, e.moe_w, e.moe_gu, y[t], act=L.act, top_k=moe.top_k)
+        _tap(taps, "router_logits", L.index, logits)
         self.ffn_out_tap(taps, y, L)
         self.residual(x, y, L.post_ffn_norm, L)
 

@@ -3,7 +3,7 @@
 Dimensions: T query tokens, S view slots, Hq / Hkv heads (G = Hq / Hkv), D / Dv head dims. One batched SGEMM per
 kv-head group for the scores and one for the output, softmax in float32 with the row max (and the sink) subtracted,
 a row with nothing allowed gives zeros. This is the prefill attention of the engine; decode uses the split-K kernel
-in engine.cu (attn_partial / attn_combine). GPU only (CuPy).
+in engine.cu (attn_partial, combined in the o-proj GEMV's input stage). GPU only (CuPy).
 """
 from __future__ import annotations
 
@@ -40,4 +40,5 @@ def attention(q, k, v, mask, *, scale, softcap=None, sinks=None):
         denom = denom + cp.exp(sink - row_max)
     denom = cp.where(denom > 0, denom, cp.float32(1.0))
     out = cp.matmul(p, v.transpose(1, 0, 2)) / denom[..., None]  # [Hkv, G*T, Dv]
-    return guarded(out.reshape(hkv, g, t, dv).transpose(2, 0, 1, 3).reshape(t, hq, dv).astype(cp.float32, copy=False), "attention")
+    out = out.reshape(hkv, g, t, dv).transpose(2, 0, 1, 3).reshape(t, hq, dv)
+    return guarded(out.astype(cp.float32, copy=False), "attention")

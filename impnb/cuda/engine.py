@@ -11,13 +11,13 @@ the engine differs from the float32 reference only by summation order: ~1e-6 rel
 diff shows growing to ~1e-5..1e-4 in the logits (tolerance table: ``engine_logits``).
 
 Decode step (one token; ``_step``): embed(st[1]) -> per layer [GEMV(RMSNorm(x)) -> q|k|v; QK-norm + RoPE + append
-k, v at slot pos % C; split-K attention over the slots with the mask from each slot's stored absolute position;
-combine; o-proj GEMV (+ residual, or sandwich norm + residual); GEMV(RMSNorm(x)) -> gate|up; GEMV(act(gate) * up)
--> down (+ residual)] -> lm_head GEMV(RMSNorm(x)) (+ final softcap) -> [argmax on the device]. The position and the
-token live in device memory (``st``), and argmax_final advances them, so a replay needs no host update at all.
-No allocation happens while a graph is captured or replayed: every buffer is allocated in ``__init__`` (seed 004).
-Capture executes nothing, and ``reset()`` clears every slot position before a new sequence, so no warm-up or
-capture state can leak into a generation (seed 001).
+k, v at slot pos % C; split-K attention partials over the slots, masked from each slot's stored absolute position;
+o-proj GEMV whose input stage combines the splits (+ residual, or sandwich norm + residual); GEMV(RMSNorm(x)) ->
+gate|up; GEMV(act(gate) * up) -> down (+ residual)] -> lm_head GEMV(RMSNorm(x)) (+ final softcap) -> [argmax on
+the device]. The position and the token live in device memory (``st``), and argmax_final advances them, so a
+replay needs no host update at all. No allocation happens while a graph is captured or replayed: every buffer is
+allocated in ``__init__`` (seed 004). Capture executes nothing, and ``reset()`` clears every slot position before a
+new sequence, so no warm-up or capture state can leak into a generation (seed 001).
 """
 from __future__ import annotations
 
@@ -99,7 +99,8 @@ class Engine:
     def _reserve(self, n: int) -> None:
         if self.pos + n > self.max_context:
             raise ContextOverflow(f"{self.pos} + {n} tokens do not fit the engine's context of {self.max_context} "
-                                  f"(Engine(max_context=...), at most the model's {self.config.max_position_embeddings})")
+                                  f"(Engine(max_context=...), at most the model's "
+                                  f"{self.config.max_position_embeddings})")
 
     # ---------------------------------------------------------------- prefill
     def prefill(self, ids, *, all_logits: bool = False, taps=None):

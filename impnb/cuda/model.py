@@ -103,10 +103,10 @@ class CheckedModel:
         seen.extend(int(t) for t in ids)
         try:
             from ..tolerances import assert_close
-            assert_close(CHECK_RULE, want, got)
+            assert_close(CHECK_RULE, want, got, args=(want,))
         except AssertionError as exc:
-            report = self.explain(seen)
-            raise type(exc)(f"{exc}\n{report}") from None
+            exc.args = (f"{exc}\n{self.explain(seen)}",)  # CrossCheckError, with the golden diff appended
+            raise
         return got
 
     def logits(self, ids) -> np.ndarray:
@@ -129,9 +129,11 @@ class CheckedModel:
 
 
 def build_model(config, tensors, *, backend: str = "cuda", weights: str = "auto", max_context: int | None = None):
-    """The CUDA-backed model for ``backend`` ("cuda" or "check")."""
+    """The CUDA-backed model for ``backend`` ("cuda" or "check"). Check mode keeps float weights in float32 (unless
+    ``weights`` says otherwise), so both backends multiply the same numbers."""
     if backend == "check":
-        return CheckedModel(config, tensors, weights=weights, max_context=max_context)
+        return CheckedModel(config, tensors, weights="fp32" if weights == "auto" else weights,
+                            max_context=max_context)
     return EngineModel(config, tensors, weights=weights, max_context=max_context)
 
 
@@ -165,7 +167,8 @@ class QuantizedLinears:
     def __getitem__(self, name):
         if name in self._done:
             return self._done[name]
-        source = self.tensors[self._embed_name] if (name == "lm_head.weight" and self._tied_head) else self.tensors[name]
+        tied = name == "lm_head.weight" and self._tied_head
+        source = self.tensors[self._embed_name] if tied else self.tensors[name]
         from ..formats import NVFP4Tensor
         if self._wants(name) and not isinstance(source, NVFP4Tensor) and getattr(source, "ndim", 0) == 2:
             from ._engine_weights import _float32, quantize

@@ -98,30 +98,56 @@ template <int FMT> __device__ __forceinline__ size_t row_bytes(int K) {
     return FMT == FMT_NVFP4 ? (size_t)K / 2 : (FMT == FMT_F32 ? (size_t)K * 4 : (size_t)K * 2);
 }
 
-// dot(row chunk c, xr[0..E)) for one weight row. srow: the row's FP8 scales (NVFP4 only).
+// The raw bytes of one lane chunk of a weight row: NVFP4 8 packed bytes (16 codes) + their FP8 scale byte;
+// f32 / f16 / bf16 16 bytes. Loads are read-only and do not allocate in L1 (weights stream through once).
+template <int FMT> struct Raw { uint4 v; };
+template <> struct Raw<FMT_NVFP4> { uint2 p; unsigned s; };
+
+__device__ __forceinline__ uint4 ld_stream16(const void* p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+
+__device__ __forceinline__ uint2 ld_stream8(const void* p) {
+    uint2 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
+    return r;
+}
+
 template <int FMT>
-__device__ __forceinline__ float chunk_dot(const unsigned char* __restrict__ wrow, const unsigned char* __restrict__ srow,
-                                           int c, const float* xr) {
+__device__ __forceinline__ Raw<FMT> load_raw(const unsigned char* __restrict__ wrow,
+                                             const unsigned char* __restrict__ srow, int c) {
+    Raw<FMT> r;
+    if constexpr (FMT == FMT_NVFP4) {
+        r.p = ld_stream8(wrow + 8 * (size_t)c);
+        r.s = __ldg(srow + c);
+    } else {
+        r.v = ld_stream16(wrow + 16 * (size_t)c);
+    }
+    return r;
+}
+
+// dot(raw chunk, xr[0..E)).
+template <int FMT>
+__device__ __forceinline__ float dot_raw(const Raw<FMT>& w, const float* xr) {
     float d = 0.f;
-    if (FMT == FMT_NVFP4) {
-        const uint2 p = __ldg(reinterpret_cast<const uint2*>(wrow) + c);
-        const float s = fp8_e4m3(__ldg(srow + c));
+    if constexpr (FMT == FMT_NVFP4) {
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            const unsigned wx = (p.x >> (8 * i)) & 255u, wy = (p.y >> (8 * i)) & 255u;
-            const float2 a = e2m1x2_scaled(wx), b = e2m1x2_scaled(wy);
+            const float2 a = e2m1x2_scaled((w.p.x >> (8 * i)) & 255u), b = e2m1x2_scaled((w.p.y >> (8 * i)) & 255u);
             d = fmaf(a.x, xr[2 * i], d);
             d = fmaf(a.y, xr[2 * i + 1], d);
             d = fmaf(b.x, xr[8 + 2 * i], d);
             d = fmaf(b.y, xr[8 + 2 * i + 1], d);
         }
-        return d * s;
-    } else if (FMT == FMT_F32) {
-        const float4 w = __ldg(reinterpret_cast<const float4*>(wrow) + c);
-        return w.x * xr[0] + w.y * xr[1] + w.z * xr[2] + w.w * xr[3];
+        return d * fp8_e4m3(w.s);
+    } else if constexpr (FMT == FMT_F32) {
+        return __uint_as_float(w.v.x) * xr[0] + __uint_as_float(w.v.y) * xr[1] + __uint_as_float(w.v.z) * xr[2] +
+               __uint_as_float(w.v.w) * xr[3];
     } else {
-        const uint4 w = __ldg(reinterpret_cast<const uint4*>(wrow) + c);
-        const unsigned u[4] = {w.x, w.y, w.z, w.w};
+        const unsigned u[4] = {w.v.x, w.v.y, w.v.z, w.v.w};
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const float lo = FMT == FMT_BF16 ? bf16_lo(u[i]) : f16_lo(u[i]);
@@ -130,6 +156,21 @@ __device__ __forceinline__ float chunk_dot(const unsigned char* __restrict__ wro
             d = fmaf(hi, xr[2 * i + 1], d);
         }
         return d;
+    }
+}
+
+template <int FMT>
+__device__ __forceinline__ float chunk_dot(const unsigned char* __restrict__ wrow, const unsigned char* __restrict__ srow,
+                                           int c, const float* xr) {
+    return dot_raw<FMT>(load_raw<FMT>(wrow, srow, c), xr);
+}
+
+template <int E>
+__device__ __forceinline__ void load_x(const float* xs, int c, float* xr) {
+#pragma unroll
+    for (int i = 0; i < E; i += 4) {
+        const float4 v = *reinterpret_cast<const float4*>(xs + c * E + i);
+        xr[i] = v.x; xr[i + 1] = v.y; xr[i + 2] = v.z; xr[i + 3] = v.w;
     }
 }
 
@@ -165,37 +206,88 @@ __device__ void load_input(float* xs, const float* __restrict__ x, const float* 
 }
 
 // ---------------------------------------------------------------- GEMV with fused input stage and epilogue
+
 // y[n] = (acc ? y[n] : 0) + epi(rmult[n] * sum_k W[n, k] xs[k] + bias[n]); epi = softcap when softcap > 0.
-// One warp per RR consecutive rows; lane c of the warp owns chunks c, c + 32, ... of K; xs is read once per chunk
-// for RR rows. W: NVFP4 packed [N, K/2] (S: scales [N, K/16], rmult: per-row multiplier x 2^14) or dense [N, K].
+// One warp per RR consecutive rows; lane c of the warp owns chunks c, c + 32, ... of K, two chunks' loads in
+// flight before either is used; xs is read once per chunk for RR rows. The warp's first rows are prefetched to L2
+// before the input stage, so the weight latency overlaps the RMSNorm / combine. W: NVFP4 packed [N, K/2] (S:
+// scales [N, K/16], rmult: per-row multiplier x 2^14) or dense [N, K].
 template <int FMT, int MODE, int RR>
 __device__ void gemv_body(const unsigned char* __restrict__ W, const unsigned char* __restrict__ S,
                           const float* __restrict__ rmult, const float* __restrict__ bias, const float* __restrict__ x,
                           const float* __restrict__ aux, float eps, float off, float* y, int N, int K, int acc_out,
-                          float softcap) {
+                          float softcap, const float* __restrict__ apm = nullptr,
+                          const float* __restrict__ apl = nullptr, const float* __restrict__ apacc = nullptr,
+                          const float* __restrict__ asinks = nullptr, int aS = 0, int aD = 1) {
     extern __shared__ float xs[];
     __shared__ float red[32];
-    load_input<MODE>(xs, x, aux, K, eps, off, red);
-    __syncthreads();
     constexpr int E = Fmt<FMT>::E;
+    constexpr int CB = FMT == FMT_NVFP4 ? 8 : 16;
     const int nchunks = K / E;
     const size_t rb = row_bytes<FMT>(K), sb = (size_t)K / 16;
     const int lane = threadIdx.x & 31;
     const int gw = blockIdx.x * WARPS + (threadIdx.x >> 5), nw = gridDim.x * WARPS;
+    if (gw * RR < N) {
+#pragma unroll
+        for (int r = 0; r < RR; r++)
+            if (gw * RR + r < N)
+                for (int c = lane; c < nchunks && c < 64; c += 32)
+                    asm volatile("prefetch.global.L2 [%0];" ::"l"(W + (size_t)(gw * RR + r) * rb + (size_t)c * CB));
+    }
+    if (MODE == 4) {  // combine the split-K attention partials: weights per (head, split) first, in shared memory
+        const int Sn = aS, D = aD, Hn = K / D;
+        float* wsm = xs + K;  // [H, S]
+        for (int i = threadIdx.x; i < Hn * Sn; i += blockDim.x) wsm[i] = apm[i];
+        __syncthreads();
+        for (int h = threadIdx.x; h < Hn; h += blockDim.x) {
+            float M = asinks ? asinks[h] : NEG_INF;
+            for (int t = 0; t < Sn; t++) M = fmaxf(M, wsm[h * Sn + t]);
+            float L = asinks ? expf(asinks[h] - M) : 0.f;
+            for (int t = 0; t < Sn; t++) {
+                const float m = wsm[h * Sn + t];
+                const float w = m == NEG_INF ? 0.f : expf(m - M);
+                L = fmaf(w, apl[h * Sn + t], L);
+                wsm[h * Sn + t] = w;
+            }
+            const float inv = L > 0.f ? 1.0f / L : 0.f;
+            for (int t = 0; t < Sn; t++) wsm[h * Sn + t] *= inv;
+        }
+        __syncthreads();
+        for (int k = threadIdx.x; k < K; k += blockDim.x) {
+            const int h = k / D, d = k % D;
+            const float* pa = apacc + (size_t)h * Sn * D + d;
+            float a = 0.f;
+#pragma unroll 4
+            for (int t = 0; t < Sn; t++) a = fmaf(wsm[h * Sn + t], __ldg(pa + (size_t)t * D), a);
+            xs[k] = a;
+        }
+    } else {
+        load_input<MODE == 4 ? IN_PLAIN : MODE>(xs, x, aux, K, eps, off, red);
+    }
+    __syncthreads();
     for (int n0 = gw * RR; n0 < N; n0 += nw * RR) {
         float acc[RR];
 #pragma unroll
         for (int r = 0; r < RR; r++) acc[r] = 0.f;
-        for (int c = lane; c < nchunks; c += 32) {
-            float xr[E];
+        for (int c = lane; c < nchunks; c += 64) {
+            const int c2 = c + 32;
+            const bool two = c2 < nchunks;
+            Raw<FMT> w1[RR], w2[RR];
 #pragma unroll
-            for (int i = 0; i < E; i += 4) {
-                const float4 v = *reinterpret_cast<const float4*>(xs + c * E + i);
-                xr[i] = v.x; xr[i + 1] = v.y; xr[i + 2] = v.z; xr[i + 3] = v.w;
+            for (int r = 0; r < RR; r++) {
+                const int n = min(n0 + r, N - 1);  // a row past N re-reads row N-1; its result is dropped
+                w1[r] = load_raw<FMT>(W + (size_t)n * rb, S + (size_t)n * sb, c);
+                if (two) w2[r] = load_raw<FMT>(W + (size_t)n * rb, S + (size_t)n * sb, c2);
             }
+            float xr[E];
+            load_x<E>(xs, c, xr);
 #pragma unroll
-            for (int r = 0; r < RR; r++)
-                if (n0 + r < N) acc[r] += chunk_dot<FMT>(W + (size_t)(n0 + r) * rb, S + (size_t)(n0 + r) * sb, c, xr);
+            for (int r = 0; r < RR; r++) acc[r] += dot_raw<FMT>(w1[r], xr);
+            if (two) {
+                load_x<E>(xs, c2, xr);
+#pragma unroll
+                for (int r = 0; r < RR; r++) acc[r] += dot_raw<FMT>(w2[r], xr);
+            }
         }
 #pragma unroll
         for (int r = 0; r < RR; r++) {
@@ -227,6 +319,113 @@ __device__ void gemv_body(const unsigned char* __restrict__ W, const unsigned ch
     GEMV_MODES(bf16, FMT_BF16, RR)
 GEMV_ALL(1)
 GEMV_ALL(4)
+
+// o-proj with the attention combine fused into its input stage: y (+)= W @ concat_h(attention output of head h).
+#define GEMV_ATTN(FMTN, FMT)                                                                                      \
+    extern "C" __global__ void __launch_bounds__(THREADS, 1)                                                         \
+        gemv_##FMTN##_attn_r1(const unsigned char *W, const unsigned char *S, const float *rmult, const float *bias, \
+                              const float *pm, const float *pl, const float *pacc, const float *sinks, int Sn,     \
+                              int D, float *y, int N, int K, int acc_out) {                                        \
+        gemv_body<FMT, 4, 1>(W, S, rmult, bias, nullptr, nullptr, 0.f, 0.f, y, N, K, acc_out, 0.f, pm, pl, pacc,   \
+                             sinks, Sn, D);                                                                        \
+    }
+GEMV_ATTN(nvfp4, FMT_NVFP4)
+GEMV_ATTN(f32, FMT_F32)
+GEMV_ATTN(f16, FMT_F16)
+GEMV_ATTN(bf16, FMT_BF16)
+
+// ---------------------------------------------------------------- q|k|v GEMV + RoPE + KV append, one kernel
+// For layers without QK-norm / v-norm (the llama family) and with full rotary (D = 2F): input RMSNorm(x) as
+// gemv_*_norm, then each warp computes the TWO rows a rotation pairs, so the epilogue can rotate them at once.
+// Warp task t < (H + HKV) F: head = t / F, pair i = t % F, rows head D + (i, i + F) (neox) or (2i, 2i + 1)
+// (interleaved); q heads go to qout, k heads to the cache slot pos % C. Tasks after that copy v row pairs into
+// the cache. slot_pos[slot] = pos is written once (task 0). Bias is added before the rotation (as the linear).
+template <int FMT>
+__device__ void qkv_rope_body(const unsigned char* __restrict__ W, const unsigned char* __restrict__ S,
+                              const float* __restrict__ rmult, const float* __restrict__ bias,
+                              const float* __restrict__ x, const float* __restrict__ nw, float eps, float off,
+                              float* qout, float* kc, float* vc, int* slot_pos, const int* __restrict__ st,
+                              const float* __restrict__ cos_t, const float* __restrict__ sin_t, int F,
+                              int interleaved, int H, int HKV, int D, int C, int K) {
+    extern __shared__ float xs[];
+    __shared__ float red[32];
+    constexpr int E = Fmt<FMT>::E;
+    const int nchunks = K / E;
+    const size_t rb = row_bytes<FMT>(K), sb = (size_t)K / 16;
+    const int lane = threadIdx.x & 31;
+    const int gw = blockIdx.x * WARPS + (threadIdx.x >> 5), nw_ = gridDim.x * WARPS;
+    load_input<IN_NORM>(xs, x, nw, K, eps, off, red);
+    __syncthreads();
+    const int pos = st[0], slot = pos % C;
+    const int rot_tasks = (H + HKV) * F, tasks = rot_tasks + HKV * D / 2;
+    for (int t = gw; t < tasks; t += nw_) {
+        int ra, rb2, head = 0, a = 0, b = 0, i = 0;
+        if (t < rot_tasks) {
+            head = t / F;
+            i = t % F;
+            a = interleaved ? 2 * i : i;
+            b = interleaved ? 2 * i + 1 : i + F;
+            ra = head * D + a;
+            rb2 = head * D + b;
+        } else {
+            ra = (H + HKV) * D + 2 * (t - rot_tasks);
+            rb2 = ra + 1;
+        }
+        const unsigned char* wa = W + (size_t)ra * rb;
+        const unsigned char* wb = W + (size_t)rb2 * rb;
+        const unsigned char* sa = S + (size_t)ra * sb;
+        const unsigned char* sb2 = S + (size_t)rb2 * sb;
+        float acc_a = 0.f, acc_b = 0.f;
+        for (int c = lane; c < nchunks; c += 64) {
+            const int c2 = c + 32;
+            const bool two = c2 < nchunks;
+            Raw<FMT> a1 = load_raw<FMT>(wa, sa, c), b1 = load_raw<FMT>(wb, sb2, c), a2, b2;
+            if (two) { a2 = load_raw<FMT>(wa, sa, c2); b2 = load_raw<FMT>(wb, sb2, c2); }
+            float xr[E];
+            load_x<E>(xs, c, xr);
+            acc_a += dot_raw<FMT>(a1, xr);
+            acc_b += dot_raw<FMT>(b1, xr);
+            if (two) {
+                load_x<E>(xs, c2, xr);
+                acc_a += dot_raw<FMT>(a2, xr);
+                acc_b += dot_raw<FMT>(b2, xr);
+            }
+        }
+        acc_a = warp_sum(acc_a);
+        acc_b = warp_sum(acc_b);
+        if (lane == 0) {
+            float va = rmult ? acc_a * rmult[ra] : acc_a, vb = rmult ? acc_b * rmult[rb2] : acc_b;
+            if (bias) { va += bias[ra]; vb += bias[rb2]; }
+            if (t < rot_tasks) {
+                const float cs = cos_t[(size_t)pos * F + i], sn = sin_t[(size_t)pos * F + i];
+                const float ya = va * cs - vb * sn, yb = vb * cs + va * sn;
+                float* dst = head < H ? qout + (size_t)head * D : kc + ((size_t)slot * HKV + (head - H)) * D;
+                dst[a] = ya;
+                dst[b] = yb;
+                if (t == 0) slot_pos[slot] = pos;
+            } else {
+                const int e = 2 * (t - rot_tasks);  // element of the v part: kv head e / D, dim e % D
+                float* dst = vc + ((size_t)slot * HKV + e / D) * D + e % D;
+                dst[0] = va;
+                dst[1] = vb;
+            }
+        }
+    }
+}
+
+#define QKV_ROPE(FMTN, FMT)                                                                                       \
+    extern "C" __global__ void __launch_bounds__(THREADS)                                                         \
+        qkv_rope_##FMTN(const unsigned char *W, const unsigned char *S, const float *rmult, const float *bias,    \
+                        const float *x, const float *nw, float eps, float off, float *qout, float *kc, float *vc, \
+                        int *slot_pos, const int *st, const float *cos_t, const float *sin_t, int F,              \
+                        int interleaved, int H, int HKV, int D, int C, int K) {                                   \
+        qkv_rope_body<FMT>(W, S, rmult, bias, x, nw, eps, off, qout, kc, vc, slot_pos, st, cos_t, sin_t, F,       \
+                           interleaved, H, HKV, D, C, K);                                                         \
+    }
+QKV_ROPE(nvfp4, FMT_NVFP4)
+QKV_ROPE(f32, FMT_F32)
+QKV_ROPE(f16, FMT_F16)
+QKV_ROPE(bf16, FMT_BF16)
 
 // ---------------------------------------------------------------- MoE: grouped expert GEMVs (decode, one token)
 // Experts stored stacked: W [E, N, K] (NVFP4: packed [E, N, K/2], scales [E, N, K/16], rmult [E, N]).
@@ -494,14 +693,18 @@ extern "C" __global__ void qkv_rope_append(const float* __restrict__ qkv, int ro
 // Block (head, split): slots [split * chunk, +chunk) of the layer's cache, masked from the stored positions
 // (slot_pos[s] >= 0, <= pos, pos - slot_pos[s] < window when window > 0). Writes the split's softmax partials:
 // pm = max score, pl = sum exp(score - pm), pacc[d] = sum exp(score - pm) v[d]. Scores: q.k * scale, softcapped.
+// Scores: TPS = blockDim / chunk threads per slot, each a D / TPS slice with float4 loads, reduced by shuffles.
+// P.V: G = blockDim / D thread groups split the slots; loads of v are coalesced over d and independent over
+// slots (unrolled), the groups are summed through shared memory. Needs D % 4 == 0 and chunk | blockDim.
 extern "C" __global__ void attn_partial(const float* __restrict__ q, const float* __restrict__ kc,
                                         const float* __restrict__ vc, const int* __restrict__ slot_pos,
                                         const int* __restrict__ st, int H, int HKV, int D, int C, int chunk,
                                         int window, float scale, float softcap, float* pm, float* pl, float* pacc) {
-    extern __shared__ float sm[];  // q [D], scores [chunk]
+    extern __shared__ float sm[];  // q [D], scores [chunk], group partials [G * D]
     __shared__ float red[32];
     float* qs = sm;
     float* sc = sm + D;
+    float* gp = sc + chunk;
     const int head = blockIdx.x, split = blockIdx.y, S = gridDim.y;
     const int kvh = head / (H / HKV);
     const int pos = st[0];
@@ -515,22 +718,38 @@ extern "C" __global__ void attn_partial(const float* __restrict__ q, const float
     }
     for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = q[(size_t)head * D + d];
     __syncthreads();
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    for (int j = w; j < chunk; j += nw) {
+    const int tps = blockDim.x / chunk;  // threads per slot: 1, 2, 4, ... (a power of two <= 32)
+    {
+        const int j = threadIdx.x / tps, part = threadIdx.x % tps;
         const int s = s0 + j;
-        float v = NEG_INF;
+        float d0 = 0.f;
+        bool ok = false;
         if (s < used) {
             const int p = slot_pos[s];
-            if (p >= 0 && p <= pos && (window <= 0 || pos - p < window)) {
-                const float* kr = kc + ((size_t)s * HKV + kvh) * D;
-                float d0 = 0.f;
-                for (int d = lane; d < D; d += 32) d0 = fmaf(qs[d], kr[d], d0);
-                d0 = warp_sum(d0) * scale;
-                if (softcap > 0.f) d0 = tanhf(d0 / softcap) * softcap;
-                v = d0;
+            ok = p >= 0 && p <= pos && (window <= 0 || pos - p < window);
+        }
+        if (ok) {
+            const float4* kr = reinterpret_cast<const float4*>(kc + ((size_t)s * HKV + kvh) * D);
+            const float4* qv = reinterpret_cast<const float4*>(qs);
+            const int nv = D / 4;
+#pragma unroll 4
+            for (int i = part; i < nv; i += tps) {
+                const float4 kk = __ldg(kr + i), qq = qv[i];
+                d0 = fmaf(qq.x, kk.x, d0);
+                d0 = fmaf(qq.y, kk.y, d0);
+                d0 = fmaf(qq.z, kk.z, d0);
+                d0 = fmaf(qq.w, kk.w, d0);
             }
         }
-        if (lane == 0) sc[j] = v;
+        for (int o = tps / 2; o; o >>= 1) d0 += __shfl_xor_sync(0xffffffffu, d0, o);
+        if (part == 0) {
+            float v = NEG_INF;
+            if (ok) {
+                v = d0 * scale;
+                if (softcap > 0.f) v = tanhf(v / softcap) * softcap;
+            }
+            sc[j] = v;
+        }
     }
     __syncthreads();
     float m = NEG_INF;
@@ -543,35 +762,27 @@ extern "C" __global__ void attn_partial(const float* __restrict__ q, const float
         l += e;
     }
     l = block_sum(l, red);  // has a barrier: sc is complete after it
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    const int jmax = min(chunk, used - s0);
+    const int G = max(1, (int)blockDim.x / D);
+    const int g = threadIdx.x / D;
+    const size_t vstride = (size_t)HKV * D;
+    for (int d = threadIdx.x % D; d < D && g < G; d += (G > 1 ? D : blockDim.x)) {
+        const float* vp = vc + ((size_t)s0 * HKV + kvh) * D + d;
         float a = 0.f;
-        const int jmax = min(chunk, used - s0);
-        for (int j = 0; j < jmax; j++) {
-            const float e = sc[j];
-            if (e != 0.f) a = fmaf(e, vc[((size_t)(s0 + j) * HKV + kvh) * D + d], a);
+#pragma unroll 8
+        for (int j = g; j < jmax; j += G) a = fmaf(sc[j], __ldg(vp + (size_t)j * vstride), a);
+        if (G > 1) gp[g * D + d] = a;
+        else pacc[po * D + d] = a;
+    }
+    if (G > 1) {
+        __syncthreads();
+        for (int d = threadIdx.x; d < D; d += blockDim.x) {
+            float a = 0.f;
+            for (int t = 0; t < G; t++) a += gp[t * D + d];
+            pacc[po * D + d] = a;
         }
-        pacc[po * D + d] = a;
     }
     if (threadIdx.x == 0) { pm[po] = m; pl[po] = l; }
-}
-
-// out[head, d] = sum_s exp(pm_s - M) pacc_s[d] / (sum_s exp(pm_s - M) pl_s + exp(sink - M)), M = max(pm_s, sink).
-extern "C" __global__ void attn_combine(const float* __restrict__ pm, const float* __restrict__ pl,
-                                        const float* __restrict__ pacc, const float* __restrict__ sinks, int S, int D,
-                                        float* out) {
-    const int head = blockIdx.x;
-    const float* m = pm + (size_t)head * S;
-    const float* l = pl + (size_t)head * S;
-    float M = sinks ? sinks[head] : NEG_INF;
-    for (int s = 0; s < S; s++) M = fmaxf(M, m[s]);
-    float L = sinks ? expf(sinks[head] - M) : 0.f;
-    for (int s = 0; s < S; s++) L += m[s] == NEG_INF ? 0.f : expf(m[s] - M) * l[s];
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float a = 0.f;
-        for (int s = 0; s < S; s++)
-            if (m[s] != NEG_INF) a = fmaf(expf(m[s] - M), pacc[((size_t)head * S + s) * D + d], a);
-        out[(size_t)head * D + d] = L > 0.f ? a / L : 0.f;
-    }
 }
 
 // ---------------------------------------------------------------- greedy token choice, on the device
