@@ -127,3 +127,13 @@ def test_qk_norm_over_chunks_of_head_dim(rng):
     bad = random_tensors(cfg, rng, qk_norm_dim=3)
     with pytest.raises(FormatError, match="does not divide head_dim 8"):
         Model(cfg, bad)
+
+
+def test_unused_checkpoint_tensors_are_reported(rng):
+    cfg = ModelConfig.from_hf(LLAMA)
+    tensors = random_tensors(cfg, rng)
+    tensors["model.layers.0.mlp.gate_proj.lora_A"] = np.zeros((2, 2), np.float32)
+    tensors["model.vision_tower.patch_embed.weight"] = np.zeros((2, 2), np.float32)  # multimodal: ignorable
+    with pytest.warns(UserWarning, match="1 checkpoint tensors are not used.*layers.0.mlp.gate_proj.lora_A"):
+        model = Model(cfg, tensors)
+    assert model.unused_tensors == ["layers.0.mlp.gate_proj.lora_A", "vision_tower.patch_embed.weight"]

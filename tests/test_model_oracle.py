@@ -35,6 +35,8 @@ def _configs():
             "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
             "high_freq_factor": 4.0, "original_max_position_embeddings": 64}), 256),
         "qwen2_bias": (tf.Qwen2Config(**SMALL), 256),
+        "llama_attention_and_mlp_bias": (tf.LlamaConfig(**SMALL, attention_bias=True, mlp_bias=True), 256),
+        "qwen3_qk_norm": (tf.Qwen3Config(**SMALL, head_dim=24), 256),
         "mistral_window16": (tf.MistralConfig(**SMALL, sliding_window=16), 8),
         "qwen3_moe": (tf.Qwen3MoeConfig(**SMALL, head_dim=16, num_experts=8, num_experts_per_tok=2,
                                         moe_intermediate_size=32, norm_topk_prob=True), 256),
@@ -53,7 +55,7 @@ def _configs():
     }
 
 
-CASES = ["llama3_rope_scaling", "qwen2_bias", "mistral_window16", "qwen3_moe", "gemma3_window16",
+CASES = ["llama3_rope_scaling", "qwen2_bias", "llama_attention_and_mlp_bias", "qwen3_qk_norm", "mistral_window16", "qwen3_moe", "gemma3_window16",
          "gemma4_moe_dual_geometry", "gemma4_ple_kv_sharing", "gpt_oss_sinks"]
 
 

@@ -14,6 +14,8 @@ per layer ``attn_norm``, ``q``, ``k`` (after QK-norm and RoPE), ``v``, ``attn_ou
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .. import ops as _ops
@@ -21,7 +23,7 @@ from ..config import ModelConfig
 from ..kvcache import ContextOverflow, KVCache
 from ..reference.rope import rope_inv_freq
 from . import blocks
-from .weights import WeightStore, check_layer_count, load_layer, load_ple
+from .weights import WeightStore, check_layer_count, load_layer, load_ple, unexpected
 
 __all__ = ["Model", "OpTable", "ContextOverflow"]
 
@@ -63,6 +65,10 @@ class Model:
         freq_factors = store.get("rope_freqs.weight", optional=True)
         self.ropes = [self._rope_table(lc, freq_factors) for lc in config.layers]
         self.unused_tensors = store.unused()
+        surprising = unexpected(self.unused_tensors)
+        if surprising:  # seed 000: a checkpoint tensor the forward never reads is how silent misloads look
+            warnings.warn(f"{len(surprising)} checkpoint tensors are not used by the {config.arch} forward pass: "
+                          f"{', '.join(surprising[:8])}{' ...' if len(surprising) > 8 else ''}", stacklevel=2)
 
     def _rope_table(self, lc, freq_factors):
         rope = lc.rope

@@ -80,7 +80,8 @@ def gated_act(ops, h, activation, moe=None):
 
 def mlp(ops, x, w, activation):
     """Dense gated MLP: down(act(gate x) * up x); x [T, H] -> [T, H]."""
-    return ops.linear(gated_act(ops, ops.linear(x, w["gate_up"]), activation), w["down"])
+    return ops.linear(gated_act(ops, ops.linear(x, w["gate_up"], w["gate_up_bias"]), activation), w["down"],
+                      w["down_bias"])
 
 
 def moe_block(ops, x, router_in, w, moe, cfg, layer, taps):

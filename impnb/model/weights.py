@@ -147,7 +147,12 @@ def _mlp(store, p, h) -> dict:
     down = store.get(p + "down_proj.weight", (h, gate.shape[0]))
     if gate.shape[1] != h:
         raise FormatError(f"{p}gate_proj.weight: shape {gate.shape}, expected [I, {h}]")
-    return {"gate_up": np.concatenate([gate, up], axis=0), "down": down}
+    width = gate.shape[0]
+    biases = [store.get(p + n + ".bias", (width,), optional=True) for n in ("gate_proj", "up_proj")]
+    gate_up_bias = None if all(b is None for b in biases) else np.concatenate(
+        [b if b is not None else np.zeros(width, np.float32) for b in biases])  # Llama mlp_bias
+    return {"gate_up": np.concatenate([gate, up], axis=0), "gate_up_bias": gate_up_bias, "down": down,
+            "down_bias": store.get(p + "down_proj.bias", (h,), optional=True)}
 
 
 def _moe(store, p, config, moe) -> dict:
@@ -199,6 +204,17 @@ def _experts(store, base, e, h, i, *, transposed_interleaved: bool) -> dict:
 
 
 _LAYER_RE = re.compile(r"^layers\.(\d+)\.")
+
+
+# Tensors a text model legitimately leaves unused: multimodal towers, cached RoPE tables, quantization metadata
+# that other parts of impnb read (W4A4 input scales, KV-cache scales).
+_IGNORABLE = re.compile(r"^(vision_tower|vision_model|multi_modal_projector|audio_tower|embed_vision|embed_audio|"
+                        r"mm_)|rotary_emb\.inv_freq$|(input_global_scale|input_scale|[kv]_scale)$")
+
+
+def unexpected(names: list[str]) -> list[str]:
+    """The unused tensor names that are not known to be ignorable (the model warns about these)."""
+    return [n for n in names if not _IGNORABLE.search(n)]
 
 
 def load_ple(store: WeightStore, config) -> dict | None:
