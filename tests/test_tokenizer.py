@@ -1,8 +1,10 @@
 """Tokenizer: GGUF vocabularies (gpt2 BPE, SentencePiece BPE) and tokenizer.json checkpoints.
 
 Unit tests use tiny vocabularies built in the test. On the two real GGUF models: exact round trips on ascii,
-unicode-heavy, emoji, code and whitespace text; special tokens; add_bos; and [oracle] ids identical to
-transformers' tokenizer built from the same GGUF (AutoTokenizer.from_pretrained(dir, gguf_file=...)).
+unicode-heavy, emoji, code and whitespace text; special tokens; add_bos; ids identical to a slow pure-Python
+re-implementation of llama.cpp's tokenizer algorithms (tests/tokenizer_reference.py) on a battery and on random
+text; and [oracle] ids identical to transformers' tokenizer built from the same GGUF
+(AutoTokenizer.from_pretrained(dir, gguf_file=...)).
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import json
 import unicodedata
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer as Backend
 from tokenizers import models, pre_tokenizers
 
@@ -180,6 +184,49 @@ def test_special_tokens(real):
     with_bos = tok.encode("Hello")
     assert (with_bos[0] == tok.bos_id) == want["add_bos"]
     assert with_bos[int(want["add_bos"]):] == tok.encode("Hello", add_special_tokens=False)
+
+
+# ---- llama.cpp's algorithms, re-implemented in tests/tokenizer_reference.py -------------------------------------
+
+_REFERENCES: dict = {}
+
+
+def _reference(path):
+    pytest.importorskip("regex")
+    from impnb.loaders.gguf import read_gguf
+
+    from .tokenizer_reference import reference_for
+    if path not in _REFERENCES:
+        _REFERENCES[path] = reference_for(read_gguf(path).tokenizer_info)
+    return _REFERENCES[path]
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("text_name", list(TEXTS))
+def test_ids_match_llama_cpp_algorithm(real, text_name):
+    _, path, tok = real
+    assert tok.encode(TEXTS[text_name], add_special_tokens=False) == _reference(path).encode(TEXTS[text_name])
+
+
+# random text over an alphabet that exercises every rule: letters, digits, other numerics, spaces and newline runs,
+# apostrophes, punctuation, accents, CJK, emoji and ZWJ, byte-fallback material, special and user-defined tokens.
+# Not a literal "▁": SentencePiece vocabularies cannot tell it from a space (llama.cpp looks Gemma's whitespace
+# pieces up as stored, "  "; transformers and impnb as spelled, "▁▁"), so the two algorithms legitimately differ.
+_PIECES = list("aAbz09 \n\t'.,!?-_éßж東京😀\u200d\u0301\x00½②") + [
+    "  ", "   ", "\n\n", "'s", " the", "ing", "<|im_start|>", "<|im_end|>", "<start_of_turn>", "<end_of_turn>", "<bos>",
+    "<0x41>", "[multimodal]", "Hello", " world", "123", " 4567"]
+RANDOM_TEXT = st.lists(st.sampled_from(_PIECES) | st.text(max_size=3), max_size=24).map("".join)
+
+
+@pytest.mark.models
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
+@given(text=RANDOM_TEXT)
+def test_ids_match_llama_cpp_algorithm_on_random_text(real, text):
+    _, path, tok = real
+    reference = _reference(path)
+    assume(reference.knows_all_bytes(text))   # see tests/tokenizer_reference.py BPEReference._word
+    assert tok.encode(text, add_special_tokens=False) == reference.encode(text)
 
 
 # ---- oracle: transformers' tokenizer from the same GGUF ---------------------------------------------------------

@@ -4,7 +4,9 @@ GGUF keys used: model ("gpt2" byte-level BPE | "llama" SentencePiece-style BPE),
 tokens [V], token_type [V] (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte),
 merges ("left right" strings, gpt2 only), scores [V] (llama only), unknown_token_id, add_space_prefix.
 
-gpt2: the tokens are already spelled in GPT-2's byte-to-unicode alphabet, merges are given. The pre-tokenizer is
+gpt2: the tokens are already spelled in GPT-2's byte-to-unicode alphabet, merges are given. A byte the vocabulary
+lacks (SmolLM2 has no token for 21 of the 256, e.g. 0xF1, which only code points of planes 4-16 use) is dropped,
+as llama.cpp and transformers drop it. The pre-tokenizer is
 not stored, only its name (`tokenizer.ggml.pre`); llama.cpp (src/llama-vocab.cpp) maps each name to a sequence of
 split regexes, reproduced in PRE_TOKENIZER_SPLITS. An unknown name raises `Unsupported`: a wrong split produces
 plausible but different token ids.
