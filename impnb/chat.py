@@ -71,7 +71,8 @@ class ChatTemplate:
             try:
                 self._template = _environment().from_string(source)
             except TemplateSyntaxError as e:
-                raise FormatError(f"chat template from {origin}: syntax error at line {e.lineno}: {e.message}") from None
+                raise FormatError(f"chat template from {origin}: syntax error at line {e.lineno}: "
+                                  f"{e.message}") from None
 
     def __repr__(self):
         return f"ChatTemplate(origin={self.origin!r}, {len(self.source or '')} chars)"

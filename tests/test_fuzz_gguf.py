@@ -23,7 +23,7 @@ from impnb import FormatError, Unsupported
 from impnb.loaders.gguf import read_gguf
 from impnb.tokenizer import Tokenizer
 
-from .gguf_helpers import gguf_string, pack_k_block
+from .gguf_helpers import pack_k_block
 
 EXAMPLES = 250          # per strategy; the module runs in well under a minute
 SECONDS_PER_CASE = 5
