@@ -8,7 +8,6 @@ and the tokenizer / generation files to write beside the weights.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -67,7 +66,6 @@ def _from_gguf(path: Path, ckpt) -> Source:
     # llama.cpp drops output.weight when the head is tied; transformers needs the flag to tie it back
     config["tie_word_embeddings"] = "lm_head.weight" not in tensors
     files = gguf_tokenizer_files(ckpt, mc)
-    files["generation_config.json"] = _json_bytes(_generation_config(mc))
     return Source(path, "gguf", config, mc, tensors, files, ckpt)
 
 
@@ -109,16 +107,6 @@ def _drop_gguf_only(tensors) -> Mapping:
     return _Subset(tensors, keep)
 
 
-def _generation_config(mc) -> dict:
-    out = {}
-    if mc.bos_token_id is not None:
-        out["bos_token_id"] = int(mc.bos_token_id)
-    if mc.eos_token_ids:
-        eos = [int(e) for e in mc.eos_token_ids]
-        out["eos_token_id"] = eos[0] if len(eos) == 1 else eos
-    return out
-
-
 def _from_hf(path: Path, ckpt) -> Source:
     directory = path if path.is_dir() else path.parent
     config = dict(ckpt.raw_config)
@@ -129,7 +117,3 @@ def _from_hf(path: Path, ckpt) -> Source:
             raise Unsupported(f"{path}: tensor {name!r} is {type(arr).__name__} {getattr(arr, 'dtype', '')}; "
                               f"the quantizer takes float checkpoints")
     return Source(path, "hf", config, ckpt.config, ckpt.tensors, files, ckpt)
-
-
-def _json_bytes(obj) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")

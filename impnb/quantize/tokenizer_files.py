@@ -11,12 +11,26 @@ import json
 
 
 def gguf_tokenizer_files(ckpt, mc) -> dict[str, bytes]:
+    """tokenizer.json, tokenizer_config.json and generation_config.json of a GGUF checkpoint."""
     from ..tokenizer import Tokenizer
     tok = Tokenizer.from_checkpoint(ckpt)
     info = ckpt.tokenizer if isinstance(ckpt.tokenizer, dict) else {}
-    files = {"tokenizer.json": tok.backend.to_str(pretty=True).encode("utf-8")}
-    files["tokenizer_config.json"] = _config_bytes(tokenizer_config(tok, info, mc))
-    return files
+    return {"tokenizer.json": tok.backend.to_str(pretty=True).encode("utf-8"),
+            "tokenizer_config.json": _config_bytes(tokenizer_config(tok, info, mc)),
+            "generation_config.json": _config_bytes(generation_config(tok, mc))}
+
+
+def generation_config(tok, mc) -> dict:
+    """bos / eos ids; eos lists the config's EOS then the end-of-turn tokens (Gemma's <end_of_turn>, ...), so that
+    transformers' generate stops where impnb does."""
+    out = {}
+    if mc.bos_token_id is not None:
+        out["bos_token_id"] = int(mc.bos_token_id)
+    eos = [int(e) for e in mc.eos_token_ids]
+    eos += sorted(int(e) for e in tok.eot_ids if int(e) not in eos)
+    if eos:
+        out["eos_token_id"] = eos[0] if len(eos) == 1 else eos
+    return out
 
 
 def tokenizer_config(tok, info: dict, mc) -> dict:
