@@ -161,6 +161,7 @@ def time_torch_mm(n, k, m, dtype, calls=8):
 
 
 def gemv_rows(rng, copy_gbps, stream, quick):
+    from impnb.cuda.nvfp4 import gemv_launch_plan
     rows = []
     for n, k in (GEMV_SHAPES[:2] + GEMV_SHAPES[4:6] if quick else GEMV_SHAPES):
         nbytes = n * k // 2 + n * k // 16 + 4 * k + 4 * n
@@ -171,7 +172,8 @@ def gemv_rows(rng, copy_gbps, stream, quick):
         rows.append({"op": "nvfp4_gemv", "shape": f"{n}x{k}", "us": round(us, 3), "gbps": round(gbps, 1),
                      "pct_copy_bw": round(100 * gbps / copy_gbps, 1), "ratio_vs_torch_fp16": round(torch_us / us, 2),
                      "torch_fp16_us": round(torch_us, 3), "us_l2": round(us_l2, 3), "weight_sets": sets,
-                     "torch_weight_sets": torch_sets, "bytes": nbytes, "timing": "graph"})
+                     "torch_weight_sets": torch_sets, "bytes": nbytes, "timing": "graph",
+                     "plan": gemv_launch_plan(n, k)["plan"]})
         print(_fmt(rows[-1]), flush=True)
     return rows
 
@@ -198,18 +200,15 @@ SWEEP_SHAPES = [(4096, 4096), (14336, 4096), (4096, 14336), (8192, 8192), (26214
 
 
 def sweep(rng, stream, out_dir) -> None:
-    """Time GEMV plans per shape: the stream kernel over (R, P, threads) and the tile kernel's default geometry."""
+    """Time GEMV plans per shape: the tensor-core kernel against tile-kernel geometries."""
     import cupy
-    from impnb.cuda import _launch
-    from impnb.cuda.nvfp4 import KERNELS, _gemv_plan, _small_m, stream_kernel_name
-    _launch.prebuild(KERNELS, [stream_kernel_name(r, 16, p) for r in (1, 2, 4) for p in (1, 2, 4)])
+    from impnb.cuda.nvfp4 import _small_m
     results = []
     for n, k in SWEEP_SHAPES:
         sets = n_sets(n * k // 2 + n * k // 16, True)
         ts = [random_nvfp4(rng, n, k) for _ in range(sets)]
         xs = [cupy.asarray(rng.standard_normal((1, k)).astype(np.float32)) for _ in range(sets)]
-        tile = _gemv_plan(n, k, 1, 16) if _gemv_plan(n, k, 1, 16)[0] == "tile" else ("tile", 32, 8, 4, 2)
-        plans = [tile] + [("stream", r, p, th) for r in (1, 2, 4) for p in (1, 2, 4) for th in (128, 256)]
+        plans = [("mma",), ("tile", 32, 8, 4, 2), ("tile", 32, 8, 4, 1), ("tile", 64, 4, 4, 2)]
         for plan in plans:
             calls = [lambda i=i, g=plan: _small_m(ts[i % sets], xs[i % sets], "sweep", g) for i in range(48)]
             with stream:
@@ -218,7 +217,7 @@ def sweep(rng, stream, out_dir) -> None:
             gbps = (n * k // 2 + n * k // 16 + 4 * k + 4 * n) / (us * 1e-6) / 1e9
             results.append({"shape": f"{n}x{k}", "plan": list(plan), "us": round(us, 3), "gbps": round(gbps, 1)})
         mine = sorted((r for r in results if r["shape"] == f"{n}x{k}"), key=lambda r: r["us"])
-        print(f"{n}x{k}: tile {results[-len(plans)]['us']:.2f}us | best: "
+        print(f"{n}x{k}: "
               + "; ".join(f"{r['plan']} {r['us']:.2f}us {r['gbps']:.0f}GB/s" for r in mine[:4]), flush=True)
         del ts, xs
     with open(os.path.join(out_dir, "gemv-sweep.json"), "w") as f:

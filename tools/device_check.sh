@@ -8,4 +8,5 @@ OUT=${OUT:-/tmp/out}
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv,noheader
 python3 -m pytest -q -p no:cacheprovider tests/test_crosscheck.py tests/test_cuda_infra.py tests/test_kernels_compile.py \
     ${2:+-k "$2"} 2>&1 | tee "$OUT/pytest.log" | tail -40
+[ -n "${SWEEP:-}" ] && python3 tools/bench_ops.py --sweep --out "$OUT" 2>&1 | tee "$OUT/sweep.log"
 python3 tools/bench_ops.py --out "$OUT" --commit "$1" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"

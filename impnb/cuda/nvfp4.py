@@ -6,11 +6,19 @@ M = rows of the activation X.
 Which kernel does what, and why:
   * nvfp4_quantize / nvfp4_dequantize: Numba kernels (impnb/cuda/_nvfp4_kernels.py) in the reference's float32
     operation order, bit-identical; they run in the CUDA simulator too, so CI checks them. Load-time ops.
-  * nvfp4_gemv, and nvfp4_gemm for M <= SMALL_M: one CUDA C kernel (kernels/nvfp4.cu, nvfp4_gemv_kernel<R, M, VEC>):
-    memory-bound, 16-byte coalesced loads of packed bytes, E2M1 and E4M3 decoded in registers with bit arithmetic,
-    fp32 accumulation per 16-block then times the block scale, warp-shuffle + shared-memory reduction, R rows per
-    thread so the activation loads are shared. Each weight byte is read once for all M activation rows: this is
-    the decode / short-prefill path.
+  * nvfp4_gemv, and nvfp4_gemm for M <= SMALL_M (the decode / short-prefill path; each weight byte is read once
+    for all M activation rows), two CUDA C kernels (kernels/nvfp4.cu), chosen by _gemv_plan:
+    - nvfp4_gemv_mma_kernel<M> (M <= 4, N >= 2048, K % 32 == 0): tensor cores. E2M1 decoded in registers to
+      fp16 (bit placement; Hopper has no FP4 convert), times the block scale in fp16 (exact), mma.sync m16n8k16
+      with fp32 accumulation against the activations split into fp16 hi + lo (per-128-column power-of-two scale):
+      ~2 integer ops per weight instead of ~4.7 issue slots for a CUDA-core fp32 decode, which capped that
+      kernel near 1.4 TB/s on H100 (bench/NOTES.md).
+    - nvfp4_gemv_kernel<R, M, VEC, P> (everything else: small N such as MoE experts, K % 32 == 16, M = 5..8):
+      CUDA cores, 16- or 8-byte coalesced loads, E2M1/E4M3 decoded with bit arithmetic, fp32 accumulation per
+      16-block then times the block scale, warp-shuffle + shared-memory reduction, R rows per thread sharing
+      each activation load, P chunks of loads in flight.
+    CuPy compiles RawKernels with -ftz=true: the decodes go through fp16 (f16 -> f32 is exact) so no fp32
+    subnormal is ever formed from a code; only products / sums below 2^-126 flush.
   * nvfp4_gemm for M > SMALL_M: tensor cores through cuBLAS (cublasGemmEx, fp16 inputs, fp32 accumulation and
     output). W is dequantized to fp16 holding q * s EXACTLY (|q s| <= 6 * 448 = 2688 and nonzero |q s| >= 2^-10:
     no fp16 overflow or rounding; the global scale is applied to the fp32 result). X is split per row into
@@ -35,7 +43,6 @@ F32 = np.float32
 KERNELS = "nvfp4.cu"
 SMALL_M = 8  # nvfp4_gemm uses the GEMV kernel up to this many activation rows
 GEMV_DEPTH = 2  # P of the tile kernel: chunks per row whose loads each thread issues before decoding any
-STREAM_ROWS, STREAM_DEPTH, STREAM_THREADS = 2, 2, 256  # R, P and block size of the stream kernel
 THREADS = 256
 
 
@@ -149,31 +156,39 @@ def _small_m(t: NVFP4Tensor, x, label: str, plan: tuple | None = None):
     plan = plan or _gemv_plan(n, k, m, vec)
     args = (packed, scales, x, y, np.int32(n), np.int32(k), F32(t.global_scale),
             np.int32(1 if t.layout == "compressed-tensors" else 0))
-    if plan[0] == "stream":
-        _, rows, depth, threads = plan
-        name = stream_kernel_name(rows, vec, depth)
-        launch_raw(KERNELS, name, (_stream_grid(name, n, rows, threads),), (threads,), args)
+    if plan[0] == "mma":
+        name, smem = mma_kernel_name(m), _mma_smem_bytes(k, m)
+        fn = _mma_function(name, smem)
+        with current_stream():
+            fn((-(-n // 16),), (256,), args, shared_mem=smem)
     else:
         _, tk, ry, rows, depth = plan
         launch_raw(KERNELS, gemv_kernel_name(rows, m, vec, depth), (-(-n // (ry * rows)),), (tk, ry), args)
     return y
 
 
+MMA_MAX_M = 4  # activation rows the tensor-core kernel takes (hi/lo pairs fill the 8 MMA columns)
+MMA_MIN_N = 2048  # below this, too few 16-row tiles to fill the GPU: the tile kernel splits K instead
+SMEM_DEFAULT, SMEM_MAX = 48 << 10, 227 << 10  # per-block shared memory: default and Hopper's opt-in limit
+
+
+def mma_kernel_name(m: int) -> str:
+    return f"nvfp4_gemv_mma_kernel<{m}>"
+
+
+def _mma_smem_bytes(k: int, m: int) -> int:
+    """Activations in the MMA's permuted hi/lo fp16 layout [steps][4][2M][16 words] + exponents [steps][M]."""
+    steps = -(-(k // 32) // 4)
+    return steps * 4 * 2 * m * 16 * 4 + steps * m * 4
+
+
 @functools.lru_cache(maxsize=None)
-def _stream_blocks_per_sm(name: str, threads: int) -> int:
+def _mma_function(name: str, smem: int):
     from ._launch import raw_function
-    regs = -(-raw_function(KERNELS, name).num_regs // 8) * 8
-    return max(1, min(2048 // threads, 65536 // (regs * threads)))
-
-
-def _stream_grid(name: str, n: int, rows: int, threads: int) -> int:
-    """Persistent grid: every resident warp slot gets a warp, no more warps than row groups."""
-    groups, warps = -(-n // rows), threads // 32
-    return max(1, min(-(-groups // warps), _sm_count() * _stream_blocks_per_sm(name, threads)))
-
-
-def stream_kernel_name(rows: int, vec: int, depth: int) -> str:
-    return f"nvfp4_gemv_stream_kernel<{rows},{vec},{depth}>"
+    fn = raw_function(KERNELS, name)
+    if smem > SMEM_DEFAULT:
+        fn.max_dynamic_shared_size_bytes = smem  # opt in above 48 KB (once per size)
+    return fn
 
 
 def gemv_kernel_name(rows: int, m: int, vec: int, depth: int) -> str:
@@ -183,7 +198,7 @@ def gemv_kernel_name(rows: int, m: int, vec: int, depth: int) -> str:
 def gemv_kernel_names() -> list[str]:
     """Every instantiation of nvfp4_gemv_kernel<R, M, VEC, P> that _small_m can launch (the CI test compiles
     them all)."""
-    names = [stream_kernel_name(STREAM_ROWS, vec, STREAM_DEPTH) for vec in (16, 8)]
+    names = [mma_kernel_name(m) for m in range(1, MMA_MAX_M + 1)]
     for m in range(1, SMALL_M + 1):
         for rows in ((4, 2, 1) if m == 1 else (2, 1)):
             names += [gemv_kernel_name(rows, m, vec, GEMV_DEPTH) for vec in (16, 8)]
@@ -191,15 +206,15 @@ def gemv_kernel_names() -> list[str]:
 
 
 def _gemv_plan(n: int, k: int, m: int, vec: int) -> tuple:
-    """Which GEMV kernel and geometry (measured: bench/NOTES.md).
+    """Which GEMV kernel and geometry (measurements: bench/NOTES.md).
 
-    ("stream", R, P, threads): M = 1 with enough rows: the persistent, software-pipelined warp-per-row-group
-    kernel. ("tile", TK, RY, R, P) otherwise: small M (every activation row shares each decoded block) or few
-    rows (small MoE experts): K split over up to 8 warps per row group, shared-memory reduction, R giving at
-    least two blocks per SM."""
+    ("mma",): M <= 4, K % 32 == 0, N >= MMA_MIN_N and the activations fit in shared memory: the tensor-core
+    kernel. ("tile", TK, RY, R, P) otherwise (small N such as MoE experts, K % 32 == 16, M = 5..8): CUDA-core
+    decode; with enough rows one warp per group of R rows (TK = 32), else K split over up to 8 warps per row
+    group with a shared-memory reduction, R giving at least two blocks per SM."""
+    if m <= MMA_MAX_M and vec == 16 and n >= MMA_MIN_N and _mma_smem_bytes(k, m) <= SMEM_MAX:
+        return ("mma",)
     sms = _sm_count()
-    if m == 1 and -(-n // STREAM_ROWS) >= 8 * sms:
-        return "stream", STREAM_ROWS, STREAM_DEPTH, STREAM_THREADS
     options = (4, 2, 1) if m == 1 else (2, 1)
     for rows in options:
         if -(-n // (8 * rows)) >= sms:

@@ -203,110 +203,180 @@ __global__ void __launch_bounds__(256, (M == 1 ? 2 : 1)) nvfp4_gemv_kernel(
     }
 }
 
-// GEMV y = W x for many rows (M = 1), software-pipelined and persistent. Each warp owns groups of R rows
-// (group g = warp, warp + n_warps, ...) and walks them as one flat list of work items (group, step); a step is P
-// chunks of VEC bytes per row, lane-strided (a warp reads 32 * VEC contiguous bytes of a row per chunk). The loads
-// of item i + 1 are issued before item i is decoded (two register buffers, ping-pong with compile-time indices),
-// so the memory system stays busy while the warp computes, also across row-group boundaries. At a group's last
-// step the R partial sums are reduced with warp shuffles and lane 0 writes them. No shared memory, no barriers.
-template <int R, int VEC, int P>
-struct StreamItem {
-    u32 w[P][R][VEC / 4];
-    u32 sc[P][R];
-};
+// GEMV / small-M GEMM on tensor cores: y[m, n] = sum_k X[m, k] W[n, k] for M <= 4 and K % 32 == 0.
+// Why: decoding to fp32 costs ~4.7 issue slots per weight (integer bit placement, f16 -> f32 conversion, FFMA),
+// which capped the CUDA-core kernel near 1.4 TB/s on H100 whatever its geometry (bench/NOTES.md). Here a weight
+// costs ~2 integer ops + half an HMUL2: the decoded fp16 q * 2^-14 is multiplied by its block scale s in fp16
+// (q s 2^-14 is EXACT in fp16: a multiple of 2^-24 with <= 6 significant bits, at most 0.164) and fed to
+// mma.sync.m16n8k16 with fp32 accumulation. The activations go in as an fp16 hi + lo pair (x 2^e = hi + lo, ~22
+// significant bits, e a power of two per 128-column step putting the step's max |x| in [2^13, 2^14)), so the
+// error stays near fp32's. B column n = 2m (hi) / 2m + 1 (lo) of activation row m: M <= 4 rows fill the 8
+// columns, and thread t of a quad ends up holding the sums of activation row m = t (C columns 2t, 2t + 1).
+//
+// Block: 8 warps on one tile of 16 rows, the K steps split across the warps, partial sums reduced in shared
+// memory. Step s = columns [128 s, 128 s + 128): thread (g = lane / 4, t = lane % 4) loads 16 bytes of rows g and
+// g + 8 at chunk 4 s + t (a quad reads 64 contiguous bytes of a row), prefetched one step ahead. Inside a chunk,
+// MMA j uses word i = j / 2 and nibble pairs k0 = 2 (j % 2), k0 + 1 (elements (8i + k0, 8i + k0 + 4) and the next):
+// the logical k order of the MMA is a permutation of the physical columns, applied identically to A and B.
+// Before the loop the block converts X once into that permuted hi/lo fp16 layout in shared memory
+// ([steps][t][g < 2M][16 words]) plus the per-step exponents ([steps][M]).
+__device__ __forceinline__ u32 hmul2_bits(u32 a, u32 b) {
+    __half2 r = __hmul2(*reinterpret_cast<const __half2*>(&a), *reinterpret_cast<const __half2*>(&b));
+    return *reinterpret_cast<const u32*>(&r);
+}
 
-template <int R, int VEC, int P>
-__device__ __forceinline__ void stream_load(StreamItem<R, VEC, P>& it, const u8* __restrict__ packed,
-                                            const u8* __restrict__ scales, int row0, int c0, int n_rows,
-                                            int chunks, long long row_bytes, long long row_scales) {
-    constexpr int GPC = VEC / 8;
+__device__ __forceinline__ u32 half2_bits(float lo, float hi) {
+    __half2 r = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const u32*>(&r);
+}
+
+template <int k>
+__device__ __forceinline__ u32 e2m1_pair_bits(u32 w) {
+    const u32 mag = (k <= 2) ? (w << (9 - 4 * k)) : (w >> (4 * k - 9));
+    const u32 sgn = w << (12 - 4 * k);
+    return (mag & 0x0E000E00u) | (sgn & 0x80008000u);
+}
+
+// the block scale byte as an exact fp16 (NaN for 0x7F / 0xFF), duplicated in both halves
+__device__ __forceinline__ u32 scale_half2(u32 c) {
+    const u32 mag = c & 0x7Fu;
+    if (mag == 0x7Fu) return 0x7E007E00u;
+    const u32 h = (mag << 7) | ((c & 0x80u) << 8);  // e4m3 * 2^-8, exact
+    return hmul2_bits(h | (h << 16), 0x5C005C00u);  // times 256 (0x5C00), exact
+}
+
+__device__ __forceinline__ void mma_16816(float* d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <int M>
+__device__ void mma_prepare_x(const float* __restrict__ x, int k_cols, int steps, u32* bfrag, int* exps) {
+    // one (step, m, t) item per thread: 32 columns, max over the 4 chunks of the step by quad shuffles
+    const int items = steps * M * 4;
+    for (int base = 0; base < items; base += blockDim.x) {
+        const int item = base + threadIdx.x;
+        const bool live = item < items;
+        const int t = item & 3, m = (item >> 2) % M, s = (item >> 2) / M;
+        const int col0 = (4 * s + t) * 32;
+        float v[32];
+        float amax = 0.0f;
 #pragma unroll
-    for (int h = 0; h < P; ++h) {
-        const int c = c0 + 32 * h;
+        for (int i = 0; i < 32; ++i) {
+            v[i] = (live && col0 + i < k_cols) ? x[(long long)m * k_cols + col0 + i] : 0.0f;
+            amax = fmaxf(amax, fabsf(v[i]));
+        }
+        amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 1));
+        amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 2));
+        int e = 0;
+        if (amax > 0.0f && amax <= 3.0e38f) {
+            int ex;
+            frexpf(amax, &ex);  // amax < 2^ex
+            e = max(-100, min(100, 14 - ex));
+        }
+        if (!live) continue;
+        if (t == 0) exps[s * M + m] = e;
+        const float scale = __int_as_float((127 + e) << 23);
+        u32* hi = bfrag + (((long long)s * 4 + t) * (2 * M) + 2 * m) * 16;
+        u32* lo = hi + 16;
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-            const int row = row0 + r;
-            if (row < n_rows && c < chunks) {
-                load_packed<VEC>(packed + row * row_bytes + (long long)c * VEC, it.w[h][r]);
-                it.sc[h][r] = load_scales<VEC>(scales + row * row_scales + (long long)c * GPC);
-            } else {
+        for (int j = 0; j < 8; ++j) {
+            const int i = j >> 1, k0 = 2 * (j & 1);
 #pragma unroll
-                for (int i = 0; i < VEC / 4; ++i) it.w[h][r][i] = 0u;
-                it.sc[h][r] = 0u;
+            for (int h = 0; h < 2; ++h) {  // b0: pair (k0, k0 + 4); b1: pair (k0 + 1, k0 + 5)
+                const float a = v[8 * i + k0 + h] * scale, b = v[8 * i + k0 + h + 4] * scale;
+                const __half ah = __float2half_rn(a), bh = __float2half_rn(b);
+                hi[2 * j + h] = half2_bits(__half2float(ah), __half2float(bh));
+                lo[2 * j + h] = half2_bits(a - __half2float(ah), b - __half2float(bh));
             }
         }
     }
 }
 
-template <int R, int VEC, int P>
-__device__ __forceinline__ void stream_compute(const StreamItem<R, VEC, P>& it, const float* __restrict__ x,
-                                               int c0, int chunks, float* acc) {
-    constexpr int GPC = VEC / 8;
-#pragma unroll
-    for (int h = 0; h < P; ++h) {
-        const int c = c0 + 32 * h;
-        if (c >= chunks) break;
-#pragma unroll
-        for (int j = 0; j < GPC; ++j) {
-            float xv[16];
-            load_x16(x + (long long)c * (2 * VEC) + 16 * j, xv);
-#pragma unroll
-            for (int r = 0; r < R; ++r) {
-                float q[16];
-                decode_block(it.w[h][r][2 * j], it.w[h][r][2 * j + 1], q);
-                float p = q[0] * xv[0];
-#pragma unroll
-                for (int i = 1; i < 16; ++i) p = fmaf(q[i], xv[i], p);
-                acc[r] = fmaf(p, e4m3_to_float((it.sc[h][r] >> (8 * j)) & 0xFFu), acc[r]);
-            }
-        }
-    }
-}
-
-template <int R, int VEC, int P>
-__global__ void __launch_bounds__(256, 1) nvfp4_gemv_stream_kernel(
+template <int M>
+__global__ void __launch_bounds__(256) nvfp4_gemv_mma_kernel(
         const u8* __restrict__ packed, const u8* __restrict__ scales, const float* __restrict__ x,
         float* __restrict__ y, int n_rows, int k_cols, float global_scale, int divide) {
-    const int lane = threadIdx.x & 31;
-    const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const int n_warps = (gridDim.x * blockDim.x) >> 5;
-    const int chunks = k_cols / (2 * VEC);
-    const int steps = (chunks + 32 * P - 1) / (32 * P);  // work items per row group
-    const int groups = (n_rows + R - 1) / R;
-    if (warp >= groups) return;  // warp-uniform
-    const int items = ((groups - 1 - warp) / n_warps + 1) * steps;
+    extern __shared__ u32 smem[];
+    __shared__ float red[8][16][M];
+    const int chunks = k_cols / 32, steps = (chunks + 3) / 4;
+    u32* bfrag = smem;                                                             // [steps][4][2M][16]
+    int* exps = reinterpret_cast<int*>(smem + (long long)steps * 4 * 2 * M * 16);  // [steps][M]
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int row_a = blockIdx.x * 16 + g, row_b = row_a + 8;
     const long long row_bytes = k_cols / 2, row_scales = k_cols / 16;
-    float acc[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-    StreamItem<R, VEC, P> buf[2];
-    // item i -> (group warp + (i / steps) * n_warps, step i % steps); chunk base of a step: step * 32 * P + lane
-    auto row0_of = [&](int i) { return (warp + (i / steps) * n_warps) * R; };
-    auto c0_of = [&](int i) { return (i % steps) * 32 * P + lane; };
-    auto finish_group = [&](int i) {
-        if (i % steps != steps - 1) return;
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-#pragma unroll
-            for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xFFFFFFFFu, acc[r], off);
-            const int row = row0_of(i) + r;
-            if (lane == 0 && row < n_rows) y[row] = finish(acc[r], global_scale, divide);
-            acc[r] = 0.0f;
+    float acc_a = 0.0f, acc_b = 0.0f;
+    auto load = [&](int s, uint4& wa, uint4& wb, u32& sa, u32& sb) {
+        const int c = 4 * s + t;
+        wa = wb = make_uint4(0u, 0u, 0u, 0u);
+        sa = sb = 0u;
+        if (s < steps && c < chunks) {
+            if (row_a < n_rows) {
+                load_packed<16>(packed + row_a * row_bytes + (long long)c * 16, &wa.x);
+                sa = load_scales<16>(scales + row_a * row_scales + 2LL * c);
+            }
+            if (row_b < n_rows) {
+                load_packed<16>(packed + row_b * row_bytes + (long long)c * 16, &wb.x);
+                sb = load_scales<16>(scales + row_b * row_scales + 2LL * c);
+            }
         }
     };
-    stream_load<R, VEC, P>(buf[0], packed, scales, row0_of(0), c0_of(0), n_rows, chunks, row_bytes, row_scales);
-    for (int i = 0; i < items; i += 2) {
-        if (i + 1 < items)
-            stream_load<R, VEC, P>(buf[1], packed, scales, row0_of(i + 1), c0_of(i + 1), n_rows, chunks,
-                                   row_bytes, row_scales);
-        stream_compute<R, VEC, P>(buf[0], x, c0_of(i), chunks, acc);
-        finish_group(i);
-        if (i + 1 >= items) break;
-        if (i + 2 < items)
-            stream_load<R, VEC, P>(buf[0], packed, scales, row0_of(i + 2), c0_of(i + 2), n_rows, chunks,
-                                   row_bytes, row_scales);
-        stream_compute<R, VEC, P>(buf[1], x, c0_of(i + 1), chunks, acc);
-        finish_group(i + 1);
+    uint4 wa, wb, na, nb;
+    u32 sa, sb, nsa, nsb;
+    load(warp, wa, wb, sa, sb);  // the first weights are in flight while the block prepares the activations
+    mma_prepare_x<M>(x, k_cols, steps, bfrag, exps);
+    __syncthreads();
+    for (int s = warp; s < steps; s += 8) {
+        load(s + 8, na, nb, nsa, nsb);  // next step's bytes in flight while this one computes
+        u32 b[16];
+        if (g < 2 * M) {
+            const uint4* src = reinterpret_cast<const uint4*>(bfrag + (((long long)s * 4 + t) * (2 * M) + g) * 16);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const uint4 v = src[i];
+                b[4 * i] = v.x; b[4 * i + 1] = v.y; b[4 * i + 2] = v.z; b[4 * i + 3] = v.w;
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < 16; ++i) b[i] = 0u;
+        }
+        const u32 wa_[4] = {wa.x, wa.y, wa.z, wa.w}, wb_[4] = {wb.x, wb.y, wb.z, wb.w};
+        const u32 sca[2] = {scale_half2(sa & 0xFFu), scale_half2(sa >> 8)};
+        const u32 scb[2] = {scale_half2(sb & 0xFFu), scale_half2(sb >> 8)};
+        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const u32 pa0 = hmul2_bits(e2m1_pair_bits<0>(wa_[i]), sca[i >> 1]);
+            const u32 pa1 = hmul2_bits(e2m1_pair_bits<1>(wa_[i]), sca[i >> 1]);
+            const u32 pa2 = hmul2_bits(e2m1_pair_bits<2>(wa_[i]), sca[i >> 1]);
+            const u32 pa3 = hmul2_bits(e2m1_pair_bits<3>(wa_[i]), sca[i >> 1]);
+            const u32 pb0 = hmul2_bits(e2m1_pair_bits<0>(wb_[i]), scb[i >> 1]);
+            const u32 pb1 = hmul2_bits(e2m1_pair_bits<1>(wb_[i]), scb[i >> 1]);
+            const u32 pb2 = hmul2_bits(e2m1_pair_bits<2>(wb_[i]), scb[i >> 1]);
+            const u32 pb3 = hmul2_bits(e2m1_pair_bits<3>(wb_[i]), scb[i >> 1]);
+            mma_16816(d, pa0, pb0, pa1, pb1, b[4 * i], b[4 * i + 1]);      // j = 2i: pairs k0 = 0, 1
+            mma_16816(d, pa2, pb2, pa3, pb3, b[4 * i + 2], b[4 * i + 3]);  // j = 2i + 1: pairs 2, 3
+        }
+        if (t < M) {
+            const float f = __int_as_float((127 + 14 - exps[s * M + t]) << 23);  // undo 2^-14 and 2^e
+            acc_a = fmaf(d[0] + d[1], f, acc_a);
+            acc_b = fmaf(d[2] + d[3], f, acc_b);
+        }
+        wa = na; wb = nb; sa = nsa; sb = nsb;
+    }
+    if (t < M) {
+        red[warp][g][t] = acc_a;
+        red[warp][g + 8][t] = acc_b;
+    }
+    __syncthreads();
+    if (threadIdx.x < 16 * M) {
+        const int r = threadIdx.x / M, m = threadIdx.x % M, row = blockIdx.x * 16 + r;
+        float v = 0.0f;
+#pragma unroll
+        for (int w = 0; w < 8; ++w) v += red[w][r][m];
+        if (row < n_rows) y[(long long)m * n_rows + row] = divide ? v / global_scale : v * global_scale;
     }
 }
 
