@@ -284,3 +284,10 @@ def test_k_not_a_multiple_of_16_is_left_unquantized(tmp_path, rng):
         plan = make_plan(shapes)
     assert plan.quantize == ("model.layers.0.mlp.up_proj",)
     assert plan.ignore == ("lm_head", "model.layers.0.mlp.down_proj")
+
+
+def test_refuses_an_output_directory_holding_another_checkpoint(src, tmp_path):
+    quantize_checkpoint(str(src), tmp_path / "out", layout="modelopt", progress=False)
+    with pytest.raises(FileExistsError, match="hf_quant_config.json"):
+        quantize_checkpoint(str(src), tmp_path / "out", layout="compressed-tensors", progress=False)
+    quantize_checkpoint(str(src), tmp_path / "out", layout="modelopt", progress=False)  # same layout: replaced

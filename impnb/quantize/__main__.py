@@ -23,6 +23,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="W4A4 calibration prompts, one per line (default: a few built-in prompts)")
     p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16",
                    help="dtype of the tensors left unquantized (default bfloat16)")
+    p.add_argument("--backend", choices=("reference", "cuda", "check"), default=None,
+                   help="where nvfp4_quantize runs (default: CUDA when a GPU is usable); the bytes are identical")
     p.add_argument("--eval", action="store_true",
                    help="then report perplexity on impnb/data/eval.txt for source and result, and top-1 agreement")
     p.add_argument("--eval-tokens", type=int, default=512, help="tokens of the eval text to score (default 512)")
@@ -38,7 +40,7 @@ def main(argv=None) -> int:
             prompts = [line.rstrip("\n") for line in f if line.strip()]
     report = quantize_checkpoint(args.model, args.out, layout=args.layout, ignore=args.ignore,
                                  quantize_lm_head=args.quantize_lm_head, w4a4=args.w4a4, calibration=prompts,
-                                 dtype=args.dtype, progress=not args.quiet)
+                                 dtype=args.dtype, progress=not args.quiet, backend=args.backend)
     print(report.summary(), file=sys.stderr)
     if args.eval:
         from ..eval import compare_models

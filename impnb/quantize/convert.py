@@ -66,11 +66,13 @@ def quantize_checkpoint(model, out, *, layout: str = "compressed-tensors", ignor
     w4a4: also write input global scales, calibrated on ``calibration`` (a list of prompts; default
     impnb.quantize.calibrate.DEFAULT_PROMPTS) with the static_minmax observer: the max |x| seen at each Linear's
     input, igs = 448*6/amax (compressed-tensors) or input_scale = amax/2688 (ModelOpt).
+    backend: where ``ops.nvfp4_quantize`` runs (None: the default; the bytes are the same on every backend).
     """
     layouts.tensor_names(layout)  # validates layout
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}; expected one of {sorted(DTYPES)}")
     start = time.perf_counter()
+    _check_out(Path(out), layout)
     src = model if isinstance(model, Source) else load_source(model)
     shapes = src.shapes()
     untie = quantize_lm_head and "lm_head.weight" not in shapes
@@ -78,12 +80,25 @@ def quantize_checkpoint(model, out, *, layout: str = "compressed-tensors", ignor
         shapes["lm_head.weight"] = shapes[EMBED]
     plan = make_plan(shapes, ignore, quantize_lm_head)
     amax = _calibrate(str(src.path), plan, calibration, progress) if w4a4 else {}
-    tensors, dtypes, report = _convert(src, plan, layout, amax, DTYPES[dtype], untie, progress)
+    tensors, dtypes, report = _convert(src, plan, layout, amax, DTYPES[dtype], untie, progress, backend)
     config = _config(src, plan, layout, w4a4, dtype, untie)
     _write(Path(out), tensors, dtypes, config, layouts.extra_files(layout, ignore=list(plan.ignore), w4a4=w4a4),
            src.files)
     report.out, report.layout, report.seconds = Path(out), layout, time.perf_counter() - start
     return report
+
+
+def _check_out(out: Path, layout: str) -> None:
+    """Refuse a directory holding another checkpoint's weights or configs that this run would not overwrite (a
+    stale index or hf_quant_config.json would change how loaders read the result)."""
+    if not out.is_dir():
+        return
+    ours = {"model.safetensors"} | ({"hf_quant_config.json"} if layout == "modelopt" else set())
+    stale = sorted(p.name for p in out.iterdir() if p.name not in ours and (
+        p.suffix == ".safetensors" or p.name in ("model.safetensors.index.json", "hf_quant_config.json")))
+    if stale:
+        raise FileExistsError(f"--out {out} holds {', '.join(stale)} from another checkpoint; "
+                              f"use an empty or new directory")
 
 
 def _calibrate(model: str, plan: Plan, prompts, progress: bool) -> dict[str, float]:
@@ -97,13 +112,14 @@ def _weight(src: Source, name: str) -> np.ndarray:
     return src.float32(name)
 
 
-def _convert(src: Source, plan: Plan, layout: str, amax: dict, dtype: np.dtype, untie: bool, progress: bool):
+def _convert(src: Source, plan: Plan, layout: str, amax: dict, dtype: np.dtype, untie: bool, progress: bool,
+             backend=None):
     tensors, dtypes, report = {}, {}, Report(Path(), layout, list(plan.quantize), list(plan.ignore))
     names = sorted(set(src.tensors) | ({"lm_head.weight"} if untie else set()))
     quantized = {m + ".weight" for m in plan.quantize}
     bar = Progress(len(plan.groups) + len(names) - len(quantized), "quantize", enabled=progress)
     for group in plan.groups:
-        ts = quantize_group([_weight(src, m + ".weight") for m in group], layout)
+        ts = quantize_group([_weight(src, m + ".weight") for m in group], layout, backend)
         for module, t in zip(group, ts):
             scalar = input_scalar(amax[module], layout) if module in amax else None
             arrays, overrides = layouts.linear_tensors(module, t, scalar)
