@@ -202,7 +202,7 @@ def _gemma3(cfg: dict) -> ModelConfig:
     return _model("gemma3_text", d, layers, activation=_act(d["hidden_activation"]), norm_offset=1.0,
                   embedding_scale=float(np.float32(math.sqrt(d["hidden_size"]))), qk_norm=True,
                   sandwich_norms=True, final_softcap=d.get("final_logit_softcapping"),
-                  attn_softcap=d.get("attn_logit_softcapping"))
+                  attn_softcap=None)  # Gemma3Attention never passes attn_logit_softcapping on (transformers 5.23)
 
 
 def _gemma3_ropes(d: dict) -> dict:

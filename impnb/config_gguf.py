@@ -128,7 +128,7 @@ class _Reader:
             return kinds, ropes, scale, dict(
                 arch="gemma3_text", activation="gelu_tanh", norm_offset=1.0, qk_norm=True, sandwich_norms=True,
                 tie_embeddings=True, embedding_scale=float(np.float32(math.sqrt(hidden))),
-                final_softcap=self.get("final_logit_softcapping"), attn_softcap=self.get("attn_logit_softcapping"))
+                final_softcap=self.get("final_logit_softcapping"))  # Gemma-3 has no attention softcap
         # gpt-oss
         rope = self.rope(150000.0)
         kinds = ["sliding" if i % 2 == 0 else "full" for i in range(n)]

@@ -41,7 +41,8 @@ def _configs():
         "qwen3_moe": (tf.Qwen3MoeConfig(**SMALL, head_dim=16, num_experts=8, num_experts_per_tok=2,
                                         moe_intermediate_size=32, norm_topk_prob=True), 256),
         "gemma3_window16": (tf.Gemma3TextConfig(**SMALL, head_dim=16, sliding_window=16, query_pre_attn_scalar=24,
-                                                layer_types=SWA3, final_logit_softcapping=30.0), 8),
+                                                layer_types=SWA3, final_logit_softcapping=30.0,
+                                                attn_logit_softcapping=5.0), 8),  # ignored by Gemma-3
         "gemma4_moe_dual_geometry": (tf.Gemma4TextConfig(
             **SMALL, head_dim=16, global_head_dim=32, sliding_window=16, layer_types=SWA3, enable_moe_block=True,
             num_experts=8, top_k_experts=2, moe_intermediate_size=24, attention_k_eq_v=True,
