@@ -40,6 +40,10 @@ def _configs():
         "mistral_window16": (tf.MistralConfig(**SMALL, sliding_window=16), 8),
         "qwen3_moe": (tf.Qwen3MoeConfig(**SMALL, head_dim=16, num_experts=8, num_experts_per_tok=2,
                                         moe_intermediate_size=32, norm_topk_prob=True), 256),
+        "qwen3_moe_sparse_step": (tf.Qwen3MoeConfig(**{**SMALL, "num_hidden_layers": 4}, head_dim=16, num_experts=6,
+                                                    num_experts_per_tok=3, moe_intermediate_size=24,
+                                                    norm_topk_prob=False, decoder_sparse_step=2,
+                                                    mlp_only_layers=[3]), 256),
         "gemma3_window16": (tf.Gemma3TextConfig(**SMALL, head_dim=16, sliding_window=16, query_pre_attn_scalar=24,
                                                 layer_types=SWA3, final_logit_softcapping=30.0,
                                                 attn_logit_softcapping=5.0), 8),  # ignored by Gemma-3
@@ -56,7 +60,7 @@ def _configs():
     }
 
 
-CASES = ["llama3_rope_scaling", "qwen2_bias", "llama_attention_and_mlp_bias", "qwen3_qk_norm", "mistral_window16", "qwen3_moe", "gemma3_window16",
+CASES = ["llama3_rope_scaling", "qwen2_bias", "llama_attention_and_mlp_bias", "qwen3_qk_norm", "mistral_window16", "qwen3_moe", "qwen3_moe_sparse_step", "gemma3_window16",
          "gemma4_moe_dual_geometry", "gemma4_ple_kv_sharing", "gpt_oss_sinks"]
 
 
