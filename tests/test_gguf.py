@@ -274,3 +274,14 @@ def test_well_formed_builder_output_reads(tmp_path):
     path.write_bytes(build_gguf(GOOD_KV, [_tensor("a", ne=(8, 2)), _tensor("b", ne=(32,))]))
     gf = read_gguf(path)
     assert {k: v.shape for k, v in gf.tensors.items()} == {"a": (2, 8), "b": (32,)}
+
+
+def test_custom_alignment(tmp_path):
+    """general.alignment = 64: data start and every offset on 64-byte boundaries."""
+    data = np.arange(16, dtype="<f4").tobytes()
+    path = tmp_path / "a64.gguf"
+    path.write_bytes(build_gguf([arch_kv(), ("general.alignment", 4, 64)],
+                                [_tensor("a", ne=(16,), data=data), _tensor("b", ne=(16,), data=data)], alignment=64))
+    gf = read_gguf(path)
+    assert gf.header.alignment == 64 and all(t.offset % 64 == 0 for t in gf.tensor_infos)
+    np.testing.assert_array_equal(gf.tensors["b"], np.arange(16, dtype=np.float32))
