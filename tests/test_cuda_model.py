@@ -178,3 +178,36 @@ def test_check_backend_passes_then_names_the_first_diverging_tap(tmp_path):
     with pytest.raises(AssertionError, match=r"first diverging tap: blk\.1\.attn_out"):
         model.forward(ids, model.new_cache(32))
     assert (tmp_path / "check.reference.safetensors").exists() and (tmp_path / "check.cuda.safetensors").exists()
+
+
+def test_cuda_backend_without_gpu_is_a_clear_error_not_a_reroute():
+    from impnb.api import _build_model
+    from impnb.config import ModelConfig
+    from impnb.cuda import runtime
+    from impnb.errors import BackendUnavailable
+    if runtime.gpu_usable():
+        pytest.skip("a GPU is present: the engine would load")
+    cfg = ModelConfig.from_hf(TINY_ARCHS["llama"])
+    with pytest.raises(BackendUnavailable):
+        _build_model(cfg, host_tensors(cfg, "bf16"), "cuda", None)
+
+
+def test_quantize_nvfp4_rewrites_linears_only_and_unties_the_head():
+    from impnb.config import ModelConfig
+    from impnb.cuda.model import QuantizedLinears
+    from impnb.formats import NVFP4Tensor
+    from impnb.model import Model
+    cfg = ModelConfig.from_hf({**TINY_ARCHS["llama"], "tie_word_embeddings": True})
+    raw = host_tensors(cfg, "bf16", seed=3)
+    q = QuantizedLinears(cfg, raw)
+    assert isinstance(q["model.layers.0.self_attn.q_proj.weight"], NVFP4Tensor)
+    assert isinstance(q["model.layers.2.mlp.down_proj.weight"], NVFP4Tensor)
+    assert isinstance(q["lm_head.weight"], NVFP4Tensor) and "lm_head.weight" in q
+    assert q["model.embed_tokens.weight"] is raw["model.embed_tokens.weight"]
+    assert q["model.norm.weight"] is raw["model.norm.weight"]
+    ref = Model(cfg, q, backend="reference")
+    plain = Model(cfg, raw, backend="reference")
+    ids = np.arange(10) * 13
+    a, b = ref.logits(ids), plain.logits(ids)
+    rel = float(np.abs(a - b).max() / np.abs(b).max())
+    assert 0 < rel < 0.2, rel  # W4 quantization changes the logits, boundedly
