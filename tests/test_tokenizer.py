@@ -252,6 +252,30 @@ def _numeric_pieces(text: str) -> list[str]:
     return pieces + ([run] if run else [])
 
 
+def _pre_types_transformers_knows():
+    try:
+        from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
+    except ImportError:
+        return []
+    from impnb.loaders.gguf_vocab import PRE_TOKENIZER_SPLITS
+    return sorted((set(GGUF_PRE_TOKENIZER_SPLITS) | {"gpt2"}) & set(PRE_TOKENIZER_SPLITS))
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("pre", _pre_types_transformers_knows())
+def test_pre_tokenizer_splits_match_transformers(pre):
+    """Our regex table (typed from llama.cpp) splits text exactly as transformers' own GGUF table does."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import convert_gguf_tokenizer
+    alphabet = sorted(ByteLevel.alphabet())
+    ours = Tokenizer.from_gguf_info({"ggml.model": "gpt2", "ggml.pre": pre, "ggml.tokens": alphabet,
+                                     "ggml.merges": []}, "qwen2").backend
+    theirs, _ = convert_gguf_tokenizer("qwen2", {"tokenizer_type": "gpt2", "pre_tokenizer_type": pre,
+                                                 "tokens": alphabet, "merges": []})
+    for text in TEXTS.values():
+        assert ours.pre_tokenizer.pre_tokenize_str(text) == theirs.pre_tokenizer.pre_tokenize_str(text), text
+
+
 @pytest.mark.oracle
 @pytest.mark.models
 @pytest.mark.parametrize("text_name", list(TEXTS))
