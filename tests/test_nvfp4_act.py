@@ -86,3 +86,17 @@ def test_registered_and_dispatched(rng):
     x = rng.standard_normal((2, 32)).astype(F32)
     np.testing.assert_array_equal(ops.fake_quantize_nvfp4_activations(x, 300.0, backend="reference"),
                                   fake_quantize_nvfp4_activations(x, 300.0))
+
+
+def test_static_scale_is_not_a_no_op():
+    """Seed 004 claimed the stored input scale is absorbed by the dynamic per-block scale. It is not: it sets the
+    FP8 grid the block scales fall on, so a block far below the calibrated range is flushed, and one above it is
+    clipped."""
+    x = np.zeros((1, 32), F32)
+    x[0, :16] = F32(1e-4)  # igs * amax / 6 = 2688/100 * 1e-4 / 6 ~ 4.5e-4 < 2^-10: the FP8 block scale underflows
+    x[0, 16] = F32(100.0)  # the calibrated amax
+    out = fake_quantize_nvfp4_activations(x, float(F32(2688) / F32(100)))
+    assert not out[0, :16].any() and np.isclose(out[0, 16], 100.0, rtol=1e-6)
+    # a scale calibrated on the small block keeps it (per-block scales alone would too) and clips the large one
+    out = fake_quantize_nvfp4_activations(x, float(F32(2688) / F32(1e-4)))
+    assert np.isclose(out[0, 0], 1e-4, rtol=1e-6) and np.isclose(out[0, 16], 1e-4, rtol=1e-6)  # 100 clipped

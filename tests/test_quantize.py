@@ -291,3 +291,14 @@ def test_refuses_an_output_directory_holding_another_checkpoint(src, tmp_path):
     with pytest.raises(FileExistsError, match="hf_quant_config.json"):
         quantize_checkpoint(str(src), tmp_path / "out", layout="compressed-tensors", progress=False)
     quantize_checkpoint(str(src), tmp_path / "out", layout="modelopt", progress=False)  # same layout: replaced
+
+
+def test_w4a4_refuses_unusable_input_scales(src, tmp_path):
+    """Seed 002: a zero or non-finite stored scale is a clear error when W4A4 is enabled."""
+    from impnb.w4a4 import enable_w4a4
+    ckpt = _quantize(src, tmp_path / "out", w4a4=True)
+    tensors = dict(ckpt.tensors)
+    tensors["model.layers.1.mlp.down_proj.input_global_scale"] = np.zeros(1, F32)
+    model = impnb.load_model(tmp_path / "out")
+    with pytest.raises(ValueError, match="unusable input scales"):
+        enable_w4a4(model.model, tensors)
