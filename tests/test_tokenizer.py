@@ -301,3 +301,17 @@ def test_special_tokens_match_transformers(oracle):
     assert tok.encode("Hello there") == hf.encode("Hello there")                # add_bos behaviour included
     assert tok.vocab_size == len(hf)
     assert tok.special_ids >= {hf.convert_tokens_to_ids(t) for t in hf.all_special_tokens}
+
+
+@pytest.mark.models
+def test_tokenizer_json_directory_equals_gguf_vocabulary(real, tmp_path):
+    """The same vocabulary through the tokenizer.json path (saved, then read back with tokenizer_config.json)."""
+    name, _, tok = real
+    tok.backend.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": tok.bos_token, "eos_token": {"content": tok.eos_token}, "add_bos_token": tok.add_bos}))
+    again = Tokenizer.from_path(tmp_path)
+    assert (again.bos_id, again.eos_id, again.add_bos) == (tok.bos_id, tok.eos_id, tok.add_bos)
+    assert again.stop_ids == tok.stop_ids and again.special_ids == tok.special_ids
+    for text in TEXTS.values():
+        assert again.encode(text) == tok.encode(text)
