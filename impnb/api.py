@@ -71,7 +71,8 @@ class _Progress:
         self.label, self.total, self.done, self.enabled = label, max(total, 1), 0, enabled
         self._stop = threading.Event()
         self._t0 = time.perf_counter()
-        self._thread = threading.Thread(target=self._loop, daemon=True) if enabled else None
+        live = enabled and sys.stderr.isatty()  # redraw in place on a terminal; one final line in a log
+        self._thread = threading.Thread(target=self._loop, daemon=True) if live else None
 
     def __enter__(self):
         if self._thread:
@@ -82,6 +83,7 @@ class _Progress:
         self._stop.set()
         if self._thread:
             self._thread.join()
+        if self.enabled:
             self._draw(final=True)
 
     def _loop(self):
@@ -188,8 +190,9 @@ class LoadedModel:
     def new_cache(self, max_tokens: int):
         return self.model.new_cache(max_tokens)
 
-    def forward(self, ids, cache, taps=None) -> np.ndarray:
-        return self.model.forward(ids, cache, taps=taps)
+    def forward(self, ids, cache, taps=None, *, last_only: bool = False) -> np.ndarray:
+        """float32 logits [T, V] of ``ids`` after what ``cache`` holds ([1, V] with ``last_only``)."""
+        return self.model.forward(ids, cache, taps=taps, last_only=last_only)
 
     def logits(self, ids) -> np.ndarray:
         """float32 [len(ids), V]: a full forward over ``ids`` on a fresh cache."""
@@ -210,10 +213,6 @@ class LoadedModel:
 
 
 def _stop_ids(config, tokenizer, chat) -> frozenset[int]:
-    ids = set(getattr(config, "eos_token_ids", ()) or ())
-    for attr in ("eos_id", "eot_id"):
-        value = getattr(tokenizer, attr, None)
-        if value is not None:
-            ids.add(int(value))
-    ids.update(int(t) for t in getattr(chat, "end_of_turn_ids", ()) or ())
-    return frozenset(ids)
+    """EOS ids of the config, plus the tokenizer's EOS / end-of-turn ids and the chat template's turn end."""
+    from .chat import stop_token_ids
+    return frozenset(set(getattr(config, "eos_token_ids", ()) or ()) | set(stop_token_ids(tokenizer, chat)))

