@@ -302,3 +302,12 @@ def test_w4a4_refuses_unusable_input_scales(src, tmp_path):
     model = impnb.load_model(tmp_path / "out")
     with pytest.raises(ValueError, match="unusable input scales"):
         enable_w4a4(model.model, tensors)
+
+
+def test_warns_when_a_fused_family_is_split():
+    from impnb.quantize.plan import make_plan
+    p = "model.layers.0.self_attn."
+    shapes = {p + m + ".weight": (32, 64) for m in ("q_proj", "k_proj", "v_proj", "o_proj")}
+    with pytest.warns(UserWarning, match="fused q_proj/k_proj/v_proj"):
+        plan = make_plan(shapes, ["*.k_proj"])
+    assert plan.groups == ((p + "o_proj",), (p + "q_proj", p + "v_proj"))

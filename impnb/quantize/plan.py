@@ -73,9 +73,23 @@ def make_plan(shapes: dict[str, tuple], ignore_patterns=(), quantize_lm_head: bo
             ignore.append(m)
         else:
             quant.append(m)
+    _warn_split_families(quant, ignore)
     if "lm_head" not in linears and "lm_head" not in ignore:
         ignore.append("lm_head")  # tied head: the Linear module still exists in HF models; llm-compressor lists it
     return Plan(tuple(quant), _groups(quant), tuple(sorted(ignore)))
+
+
+def _warn_split_families(quant: list[str], ignore: list[str]) -> None:
+    """Engines run q/k/v and gate/up as one GEMM each: a family half in NVFP4 and half dense loads nowhere fast."""
+    kept = set(ignore)
+    for m in quant:
+        parent, _, leaf = m.rpartition(".")
+        family = next((f for f in FUSED if leaf in f), ())
+        dense = [f"{parent}.{x}" for x in family if f"{parent}.{x}" in kept]
+        if dense and leaf == next(x for x in family if f"{parent}.{x}" not in kept):
+            warnings.warn(f"{parent}: {', '.join(dense)} left dense while other shards of the fused "
+                          f"{'/'.join(family)} family are quantized; engines that fuse them may refuse this",
+                          stacklevel=3)
 
 
 def _groups(quant: list[str]) -> tuple[tuple[str, ...], ...]:
