@@ -37,8 +37,9 @@ def test_generate_stays_callable_after_importing_the_cli_module():
 
 @pytest.mark.models
 @needs_smollm2
-def test_cli_json_on_the_default_model():
-    run = _cli("--prompt", "The capital of France is", "--max-new-tokens", "4", "--json")
+def test_cli_json_and_golden_dump_on_the_default_model(tmp_path):
+    dump = tmp_path / "taps.safetensors"
+    run = _cli("--prompt", "The capital of France is", "--max-new-tokens", "4", "--json", "--dump-golden", str(dump))
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     assert {"prompt_ids", "ids", "text", "timings", "stop_reason", "seed", "model"} <= set(out)
@@ -46,6 +47,15 @@ def test_cli_json_on_the_default_model():
     assert len(out["prompt_ids"]) >= 5 and 1 <= len(out["ids"]) <= 4 and out["text"].strip()
     assert out["timings"]["prefill_tps"] > 0 and out["timings"]["prefill_tokens"] == len(out["prompt_ids"])
     assert "tok/s" in run.stderr  # the closing speed line
+    from impnb import golden
+    taps = golden.load(str(dump))
+    assert taps.manifest["token_ids"] == out["prompt_ids"] and taps.manifest["backend"] == "reference"
+    expected = ["embedding", "blk.0.attn_norm", "blk.0.q", "blk.0.k", "blk.0.v", "blk.0.attn_out", "blk.0.ffn_norm",
+                "blk.0.ffn_out", "blk.0.residual", "blk.29.residual", "final_norm", "logits"]
+    assert all(k in taps.manifest["taps"] for k in expected)
+    assert taps.manifest["taps"].index("blk.0.q") < taps.manifest["taps"].index("blk.1.q")  # graph order
+    assert taps.tensors["logits"].shape == (len(out["prompt_ids"]), 49152)
+    assert golden.main(["diff", str(dump), str(dump)]) == 0
 
 
 @pytest.mark.models
