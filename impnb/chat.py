@@ -14,8 +14,9 @@ Where the template comes from, first found wins (`chat.origin` says which):
 Without any, `render` raises `impnb.Unsupported` naming where it looked.
 
 Templates are untrusted input: they run in jinja2's ImmutableSandboxedEnvironment (no attribute escapes, no
-mutation of the messages), output is capped at MAX_RENDER_CHARS, and template errors become FormatError /
-ValueError with the template's own message. The environment mirrors Hugging Face's (trim_blocks, lstrip_blocks,
+mutation of the messages); output is capped at MAX_RENDER_CHARS, all range() calls of a render at MAX_RANGE_ITEMS
+items (loops that print nothing), string/list repetition and integer powers are bounded; template errors become
+FormatError, and the template's own raise_exception a TemplateRejected (a ValueError) with its message. The environment mirrors Hugging Face's (trim_blocks, lstrip_blocks,
 loop controls, tojson, raise_exception, strftime_now), so a template renders here as it does there.
 """
 from __future__ import annotations
@@ -31,6 +32,8 @@ from .errors import FormatError, Unsupported
 from .tokenizer import Tokenizer
 
 MAX_RENDER_CHARS = 1 << 24          # 16 Mi characters: far beyond any context window, bounds a hostile template
+MAX_RANGE_ITEMS = 1 << 20           # items all range() calls of one render may produce together
+MAX_EXPONENT = 1 << 10              # larger integer powers could take minutes to compute
 FALLBACK_TEMPLATES = {"gemma": "chat_template_gemma.jinja", "gemma2": "chat_template_gemma.jinja",
                       "gemma3": "chat_template_gemma.jinja", "gemma3_text": "chat_template_gemma.jinja"}
 _PROBE_REPLY = "impnb-probe-reply"
@@ -53,8 +56,35 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+class _BoundedEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, plus bounds on what output size alone cannot catch: `"x" * 10**9`, `10 ** 10**8`."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "**" and isinstance(right, int) and abs(right) > MAX_EXPONENT:
+            raise OverflowError(f"exponent {right} is over the limit {MAX_EXPONENT}")
+        if operator == "*":
+            seq, count = (left, right) if isinstance(right, int) else (right, left)
+            if isinstance(seq, (str, list, tuple)) and isinstance(count, int) and len(seq) * count > MAX_RENDER_CHARS:
+                raise OverflowError(f"repetition of {len(seq)} items x {count} is over {MAX_RENDER_CHARS}")
+        return super().call_binop(context, operator, left, right)
+
+
+def _budgeted_range(budget: list[int]):
+    """range() for one render: all calls together may produce at most MAX_RANGE_ITEMS items, so nested loops that
+    print nothing (which the output cap cannot see) still end."""
+    def bounded_range(*args):
+        items = range(*args)
+        budget[0] -= len(items)
+        if budget[0] < 0:
+            raise OverflowError(f"range() calls of one render produced over {MAX_RANGE_ITEMS} items")
+        return items
+    return bounded_range
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env = _BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
@@ -85,7 +115,8 @@ class ChatTemplate:
         tok = self.tokenizer
         context = dict(bos_token=tok.bos_token if tok else "", eos_token=tok.eos_token if tok else "",
                        unk_token=_token(tok, "unk_id"), pad_token=_token(tok, "pad_id"), tools=None, documents=None)
-        context.update(kwargs, messages=messages, add_generation_prompt=add_generation_prompt)
+        context.update(kwargs, messages=messages, add_generation_prompt=add_generation_prompt,
+                       range=_budgeted_range([MAX_RANGE_ITEMS]))
         return self._bounded_render(context)
 
     def _bounded_render(self, context: dict) -> str:
@@ -100,9 +131,10 @@ class ChatTemplate:
             raise FormatError(f"chat template from {self.origin}: unsafe operation refused ({e})") from None
         except RecursionError:
             raise FormatError(f"chat template from {self.origin}: recursion too deep") from None
-        except TemplateRejected:
+        except (TemplateRejected, FormatError):    # both ValueErrors: keep them as they are
             raise
-        except (TemplateError, TypeError, KeyError, AttributeError, IndexError, ZeroDivisionError) as e:
+        except (TemplateError, TypeError, ValueError, KeyError, AttributeError, IndexError, ZeroDivisionError,
+                OverflowError) as e:
             raise FormatError(f"chat template from {self.origin}: {type(e).__name__}: {e}") from None
         return "".join(out)
 

@@ -113,6 +113,24 @@ def test_output_is_bounded(monkeypatch):
         ChatTemplate(bomb, None, "hostile").render(HELLO)
 
 
+@pytest.mark.parametrize("template, message", [
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% set x = i %}{% endfor %}{% endfor %}", "range"),
+    ("{{ ('x' * 1000000000) | length }}", "repetition"),
+    ("{{ [1] * 10**9 }}", "repetition"),
+    ("{{ 10 ** 100000000 }}", "exponent"),
+    ("{{ range(10**12) | length }}", "range"),
+])
+def test_silent_work_is_bounded(template, message):
+    """Nested loops that print nothing, huge repetitions and powers: refused quickly, not computed."""
+    with pytest.raises(impnb.FormatError, match=message):
+        ChatTemplate(template, None, "hostile").render(HELLO)
+
+
+def test_range_budget_is_per_render():
+    chat = ChatTemplate("{% for i in range(600000) %}{% endfor %}ok", None, "test")
+    assert chat.render(HELLO) == "ok" and chat.render(HELLO) == "ok"     # 2 x 600k > budget, each alone fits
+
+
 def test_syntax_error_is_a_format_error():
     with pytest.raises(impnb.FormatError, match="syntax error at line 2"):
         ChatTemplate("ok\n{% for %}", None, "broken")
