@@ -229,7 +229,7 @@ def _gemma4(cfg: dict) -> ModelConfig:
         raise ValueError("gemma4 vocab_size_per_layer_input != vocab_size is not supported")
     if d.get("use_bidirectional_attention") == "all":
         raise ValueError("gemma4 with use_bidirectional_attention='all' is not a causal LM")
-    kinds = _layer_kinds(d, _gemma_pattern(d["num_hidden_layers"], 6))
+    kinds = _layer_kinds(d, _gemma_pattern(d["num_hidden_layers"], int(d.get("sliding_window_pattern") or 6)))
     kinds[-1] = "full"  # transformers forces the last layer to full attention
     default_rope = {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                     "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
