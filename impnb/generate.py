@@ -85,7 +85,7 @@ def _interactive(model, args) -> None:
             break
         history.append({"role": "user", "content": line})
         result = _run_once(model, args, history)
-        history.append({"role": "assistant", "content": result.text})
+        history.append({"role": "assistant", "content": result.content})  # reasoning stays out of history
 
 
 def _dump_golden(model, args) -> None:

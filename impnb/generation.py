@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .reasoning import split_reasoning
 from .sampling import Sampler, SamplingParams
 
 
@@ -51,10 +52,21 @@ class GenerationResult:
     timings: Timings = field(default_factory=Timings)
     logits: np.ndarray | None = None
 
+    @property
+    def reasoning(self) -> str:
+        """The reasoning channel(s) of a channel-trained model's reply ("" if none; impnb.reasoning)."""
+        return split_reasoning(self.text)[0]
+
+    @property
+    def content(self) -> str:
+        """The user-facing answer: ``text`` without reasoning channels and channel markers."""
+        return split_reasoning(self.text)[1]
+
     def to_json(self) -> dict:
         t = self.timings
-        return {"prompt_ids": self.prompt_ids, "ids": self.ids, "text": self.text, "stop_reason": self.stop_reason,
-                "seed": self.seed, "timings": {**asdict(t), "prefill_tps": t.prefill_tps, "decode_tps": t.decode_tps}}
+        return {"prompt_ids": self.prompt_ids, "ids": self.ids, "text": self.text, "content": self.content,
+                "reasoning": self.reasoning, "stop_reason": self.stop_reason, "seed": self.seed,
+                "timings": {**asdict(t), "prefill_tps": t.prefill_tps, "decode_tps": t.decode_tps}}
 
 
 def generate(model, prompt: str | Sequence[int], *, max_new_tokens: int, temperature: float = 0.0,

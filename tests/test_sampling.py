@@ -225,3 +225,20 @@ def test_bad_prompts_are_clear_errors():
         generate(FakeModel(), [99], max_new_tokens=2)
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate(FakeModel(), [1], max_new_tokens=-1)
+
+
+# ---- reasoning / channel split (seed 000: the thought channel leaked into the answer) ------------------------------
+
+@pytest.mark.parametrize("text, reasoning, content", [
+    ("Paris.", "", "Paris."),
+    ("<|channel>thought\nName: Raphael<channel|>Nice to meet you, Raphael!", "Name: Raphael",
+     "Nice to meet you, Raphael!"),
+    ("<|channel>thought\nstep 1<|channel>final\nParis.", "step 1", "Paris."),
+    ("<|channel|>analysis<|message|>User asks capital.<|end|><|start|>assistant<|channel|>final<|message|>Paris."
+     "<|return|>", "User asks capital.", "Paris."),
+    ("<think>2+2 is 4</think>\n\nThe answer is 4.", "2+2 is 4", "The answer is 4."),
+    ("2+2 is 4</think>The answer is 4.", "2+2 is 4", "The answer is 4."),  # the prompt opened <think>
+])
+def test_reasoning_is_split_from_the_answer(text, reasoning, content):
+    from impnb.reasoning import split_reasoning
+    assert split_reasoning(text) == (reasoning, content)

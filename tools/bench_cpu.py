@@ -71,7 +71,8 @@ def host_info() -> dict:
     import transformers
     return {"host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "load_average_at_start": os.getloadavg()}  # other work on the machine skews both engines
 
 
 def main(argv=None) -> int:
