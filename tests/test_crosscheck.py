@@ -82,10 +82,10 @@ def test_gemm_moe_expert_shapes_every_small_m(rng, n, k, layout):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n,k", [(1, 16), (3, 48), (257, 80), (1000, 4112), (33, 14336), (5, 640),
-                                 (2055, 4128), (2048, 32), (3000, 14336)])
+                                 (2055, 4128), (2048, 32), (3000, 14336), (6150, 96)])
 def test_gemv_tails_and_k_not_multiple_of_32(rng, n, k):
-    """Row tails (N not a multiple of the rows per block or of the 16-row MMA tile), K % 32 == 16 (8-byte loads),
-    K % 128 != 0 (a partial last MMA step), one-block rows, K needing > 48 KB of shared activations."""
+    """Row tails (N not a multiple of the rows per block), K % 32 == 16 (8-byte loads), K not a multiple of the
+    chunks a block covers per pass, one-block rows, each GEMV geometry of _gemv_plan."""
     import cupy
     t = _device_tensor(random_tensor(rng, n, k, "compressed-tensors"))
     run_checked("nvfp4_gemv", t, cupy.asarray(rng.standard_normal(k).astype(F32)))
@@ -122,9 +122,10 @@ def test_gemv_nan_block_scale_poisons_only_its_row(rng):
 
 @pytest.mark.gpu
 def test_gemm_large_and_tiny_activations(rng):
-    """The fp16 hi/lo activation paths scale by powers of two before the split: 1e30 and 1e-30 rows stay exact."""
+    """The cuBLAS path scales each X row by a power of two before its fp16 hi/lo split: 1e30 and 1e-30 rows are
+    exact; the GEMV kernel takes the same rows in fp32."""
     import cupy
-    for n in (128, 2048):  # the cuBLAS path (M = 16) and the tensor-core GEMV (M <= 4, N >= 2048)
+    for n in (128, 2048):  # the cuBLAS path (M = 16); GEMV and small-M rows on two geometries
         t = _device_tensor(nvfp4_quantize(planted_weight(rng, n, 256), layout="compressed-tensors"))
         x = rng.standard_normal((16, 256)).astype(F32)
         x[0] *= F32(1e30)

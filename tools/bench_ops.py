@@ -200,7 +200,7 @@ SWEEP_SHAPES = [(4096, 4096), (14336, 4096), (4096, 14336), (8192, 8192), (26214
 
 
 def sweep(rng, stream, out_dir) -> None:
-    """Time GEMV plans per shape: the tensor-core kernel against tile-kernel geometries."""
+    """Time GEMV geometries per shape (the candidates _gemv_plan chooses among)."""
     import cupy
     from impnb.cuda.nvfp4 import _small_m
     results = []
@@ -208,7 +208,7 @@ def sweep(rng, stream, out_dir) -> None:
         sets = n_sets(n * k // 2 + n * k // 16, True)
         ts = [random_nvfp4(rng, n, k) for _ in range(sets)]
         xs = [cupy.asarray(rng.standard_normal((1, k)).astype(np.float32)) for _ in range(sets)]
-        plans = [("mma",), ("tile", 32, 8, 4, 2), ("tile", 32, 8, 4, 1), ("tile", 64, 4, 4, 2)]
+        plans = [("tile", 32, 8, 4, 2), ("tile", 32, 8, 4, 1), ("tile", 64, 4, 4, 2)]
         for plan in plans:
             calls = [lambda i=i, g=plan: _small_m(ts[i % sets], xs[i % sets], "sweep", g) for i in range(48)]
             with stream:

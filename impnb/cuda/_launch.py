@@ -68,28 +68,11 @@ def raw_function(filename: str, name: str):
     """The compiled kernel ``name`` (a plain extern "C" name or a template instantiation like ``k<4,1,16>``),
     compiled once per process (CuPy also keeps the binary in its disk cache)."""
     import cupy
-    if (filename, name) in _prebuilt:
-        return _prebuilt[(filename, name)]
     templated = "<" in name
     module = cupy.RawModule(code=kernel_source(filename), options=_NVRTC_OPTIONS,
                             name_expressions=[name] if templated else None)
     _raw_builds["modules"] += 1
     return module.get_function(name)
-
-
-def prebuild(filename: str, names) -> None:
-    """Compile several template instantiations of one file in ONE RawModule and seed raw_function's cache."""
-    import cupy
-    names = [n for n in names if (filename, n) not in _prebuilt]
-    if not names:
-        return
-    module = cupy.RawModule(code=kernel_source(filename), options=_NVRTC_OPTIONS, name_expressions=names)
-    _raw_builds["modules"] += 1
-    for n in names:
-        _prebuilt[(filename, n)] = module.get_function(n)
-
-
-_prebuilt: dict = {}
 
 
 def launch_raw(filename: str, name: str, grid, block, args, *, stream=None, shared_mem: int = 0) -> None:

@@ -6,17 +6,13 @@ M = rows of the activation X.
 Which kernel does what, and why:
   * nvfp4_quantize / nvfp4_dequantize: Numba kernels (impnb/cuda/_nvfp4_kernels.py) in the reference's float32
     operation order, bit-identical; they run in the CUDA simulator too, so CI checks them. Load-time ops.
-  * nvfp4_gemv, and nvfp4_gemm for M <= SMALL_M (the decode / short-prefill path; each weight byte is read once
-    for all M activation rows), two CUDA C kernels (kernels/nvfp4.cu), chosen by _gemv_plan:
-    - nvfp4_gemv_mma_kernel<M> (M <= 4, N >= 2048, K % 32 == 0): tensor cores. E2M1 decoded in registers to
-      fp16 (bit placement; Hopper has no FP4 convert), times the block scale in fp16 (exact), mma.sync m16n8k16
-      with fp32 accumulation against the activations split into fp16 hi + lo (per-128-column power-of-two scale):
-      ~2 integer ops per weight instead of ~4.7 issue slots for a CUDA-core fp32 decode, which capped that
-      kernel near 1.4 TB/s on H100 (bench/NOTES.md).
-    - nvfp4_gemv_kernel<R, M, VEC, P> (everything else: small N such as MoE experts, K % 32 == 16, M = 5..8):
-      CUDA cores, 16- or 8-byte coalesced loads, E2M1/E4M3 decoded with bit arithmetic, fp32 accumulation per
-      16-block then times the block scale, warp-shuffle + shared-memory reduction, R rows per thread sharing
-      each activation load, P chunks of loads in flight.
+  * nvfp4_gemv, and nvfp4_gemm for M <= SMALL_M (the decode / short-prefill path): one CUDA C kernel
+    (kernels/nvfp4.cu, nvfp4_gemv_kernel<R, M, VEC, P>, geometry from _gemv_plan): 16- (or 8-) byte coalesced
+    loads of packed bytes that skip L1, E2M1 and E4M3 decoded in registers with bit arithmetic (Hopper has no FP4
+    convert), fp32 accumulation per 16-block then times the block scale, warp-shuffle + shared-memory reduction,
+    R rows per thread sharing each activation load, P chunks of loads in flight per thread. Each weight byte is
+    read once for all M activation rows. On H100 it is bound by the decode's issue rate (~4.7 instructions per
+    weight), not by memory: bench/NOTES.md has the measurements and the tensor-core design tried next.
     CuPy compiles RawKernels with -ftz=true: the decodes go through fp16 (f16 -> f32 is exact) so no fp32
     subnormal is ever formed from a code; only products / sums below 2^-126 flush.
   * nvfp4_gemm for M > SMALL_M: tensor cores through cuBLAS (cublasGemmEx, fp16 inputs, fp32 accumulation and
@@ -42,7 +38,7 @@ from ._launch import current_stream, gpu_only, launch_numba, launch_raw, require
 F32 = np.float32
 KERNELS = "nvfp4.cu"
 SMALL_M = 8  # nvfp4_gemm uses the GEMV kernel up to this many activation rows
-GEMV_DEPTH = 2  # P of the tile kernel: chunks per row whose loads each thread issues before decoding any
+GEMV_DEPTH = 2  # P: chunks per row whose loads each thread issues before decoding any
 THREADS = 256
 
 
@@ -156,39 +152,9 @@ def _small_m(t: NVFP4Tensor, x, label: str, plan: tuple | None = None):
     plan = plan or _gemv_plan(n, k, m, vec)
     args = (packed, scales, x, y, np.int32(n), np.int32(k), F32(t.global_scale),
             np.int32(1 if t.layout == "compressed-tensors" else 0))
-    if plan[0] == "mma":
-        name, smem = mma_kernel_name(m), _mma_smem_bytes(k, m)
-        fn = _mma_function(name, smem)
-        with current_stream():
-            fn((-(-n // 16),), (256,), args, shared_mem=smem)
-    else:
-        _, tk, ry, rows, depth = plan
-        launch_raw(KERNELS, gemv_kernel_name(rows, m, vec, depth), (-(-n // (ry * rows)),), (tk, ry), args)
+    _, tk, ry, rows, depth = plan
+    launch_raw(KERNELS, gemv_kernel_name(rows, m, vec, depth), (-(-n // (ry * rows)),), (tk, ry), args)
     return y
-
-
-MMA_MAX_M = 4  # activation rows the tensor-core kernel takes (hi/lo pairs fill the 8 MMA columns)
-MMA_MIN_N = 2048  # below this, too few 16-row tiles to fill the GPU: the tile kernel splits K instead
-SMEM_DEFAULT, SMEM_MAX = 48 << 10, 227 << 10  # per-block shared memory: default and Hopper's opt-in limit
-
-
-def mma_kernel_name(m: int) -> str:
-    return f"nvfp4_gemv_mma_kernel<{m}>"
-
-
-def _mma_smem_bytes(k: int, m: int) -> int:
-    """Activations in the MMA's permuted hi/lo fp16 layout [steps][4][2M][16 words] + exponents [steps][M]."""
-    steps = -(-(k // 32) // 4)
-    return steps * 4 * 2 * m * 16 * 4 + steps * m * 4
-
-
-@functools.lru_cache(maxsize=None)
-def _mma_function(name: str, smem: int):
-    from ._launch import raw_function
-    fn = raw_function(KERNELS, name)
-    if smem > SMEM_DEFAULT:
-        fn.max_dynamic_shared_size_bytes = smem  # opt in above 48 KB (once per size)
-    return fn
 
 
 def gemv_kernel_name(rows: int, m: int, vec: int, depth: int) -> str:
@@ -198,7 +164,7 @@ def gemv_kernel_name(rows: int, m: int, vec: int, depth: int) -> str:
 def gemv_kernel_names() -> list[str]:
     """Every instantiation of nvfp4_gemv_kernel<R, M, VEC, P> that _small_m can launch (the CI test compiles
     them all)."""
-    names = [mma_kernel_name(m) for m in range(1, MMA_MAX_M + 1)]
+    names = [gemv_kernel_name(4, 1, vec, 1) for vec in (16, 8)]  # the many-rows GEMV plan
     for m in range(1, SMALL_M + 1):
         for rows in ((4, 2, 1) if m == 1 else (2, 1)):
             names += [gemv_kernel_name(rows, m, vec, GEMV_DEPTH) for vec in (16, 8)]
@@ -206,26 +172,30 @@ def gemv_kernel_names() -> list[str]:
 
 
 def _gemv_plan(n: int, k: int, m: int, vec: int) -> tuple:
-    """Which GEMV kernel and geometry (measurements: bench/NOTES.md).
+    """("tile", TK threads along K, RY row groups per block, R rows per thread, P chunks in flight per step).
 
-    ("mma",): M <= 4, K % 32 == 0, N >= MMA_MIN_N and the activations fit in shared memory: the tensor-core
-    kernel. ("tile", TK, RY, R, P) otherwise (small N such as MoE experts, K % 32 == 16, M = 5..8): CUDA-core
-    decode; with enough rows one warp per group of R rows (TK = 32), else K split over up to 8 warps per row
-    group with a shared-memory reduction, R giving at least two blocks per SM."""
-    if m <= MMA_MAX_M and vec == 16 and n >= MMA_MIN_N and _mma_smem_bytes(k, m) <= SMEM_MAX:
-        return ("mma",)
+    Measured on H100 (bench/NOTES.md, sweeps of TK x R x P): a GEMV with many rows (N >= 6144) is fastest with
+    one warp per 4 rows (TK = 32) and one chunk per step; N >= 16 x SMs with two warps per row (TK = 64, capped
+    by the row's chunks), 4 rows, 2 chunks per step. Fewer rows (small MoE experts) or M > 1: one warp per group
+    of R rows while that still fills the SMs, else K split over up to 8 warps per row group with a shared-memory
+    reduction and R giving at least two blocks per SM."""
     sms = _sm_count()
+    chunks = k // (2 * vec)
+    tk_full = min(THREADS, 32 * -(-chunks // 32))  # threads that cover a row's chunks in one pass
+    if m == 1 and n >= 6144:
+        return "tile", 32, 8, 4, 1
+    if m == 1 and n >= 16 * sms:
+        tk = min(64, tk_full)
+        return "tile", tk, THREADS // tk, 4, GEMV_DEPTH
     options = (4, 2, 1) if m == 1 else (2, 1)
     for rows in options:
         if -(-n // (8 * rows)) >= sms:
             return "tile", 32, 8, rows, GEMV_DEPTH
-    chunks = k // (2 * vec)
-    tk = min(THREADS, 32 * -(-chunks // 32))
-    ry = THREADS // tk
+    ry = THREADS // tk_full
     for rows in options:
         if -(-n // (ry * rows)) >= 2 * sms:
-            return "tile", tk, ry, rows, GEMV_DEPTH
-    return "tile", tk, ry, 1, GEMV_DEPTH
+            return "tile", tk_full, ry, rows, GEMV_DEPTH
+    return "tile", tk_full, ry, 1, GEMV_DEPTH
 
 
 def _cublas_gemm(t: NVFP4Tensor, x):
