@@ -10,7 +10,6 @@ Dimension legend: see the header of engine.cu (N, K, H, HKV, D, C, S, V, E, TK).
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
 
@@ -21,15 +20,17 @@ FMT_NAMES = {FMT_NVFP4: "nvfp4", FMT_F32: "f32", FMT_F16: "f16", FMT_BF16: "bf16
 INPUT_MODES = ("plain", "norm", "silu", "gelu")
 THREADS = 256
 WARPS = THREADS // 32
-_SOURCE = Path(__file__).with_name("kernels") / "engine.cu"
 
 
 @functools.lru_cache(maxsize=1)
 def module():
-    """The compiled engine module (NVRTC, sm of the current device); compiled once per process."""
+    """The compiled engine module (NVRTC, sm of the current device), compiled once per process with the op core's
+    options (impnb/cuda/_launch.py: never fast-math); CuPy also keeps the binary in its disk cache. One module for
+    all engine kernels (``_launch.raw_function`` builds one per kernel name, which suits the op core's few)."""
     require(gpu_only=True)
     import cupy
-    return cupy.RawModule(code=_SOURCE.read_text(), options=("-std=c++17",))
+    from ._launch import _NVRTC_OPTIONS, kernel_source
+    return cupy.RawModule(code=kernel_source("engine.cu"), options=_NVRTC_OPTIONS)
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,12 +63,6 @@ def launch(name: str, grid, block, args, smem: int = 0) -> None:
     k(tuple(grid) if isinstance(grid, (tuple, list)) else (int(grid),),
       tuple(block) if isinstance(block, (tuple, list)) else (int(block),),
       tuple(_arg(a) for a in args), shared_mem=int(smem))
-
-
-def prepare(names) -> None:
-    """Load the named kernels now (before a stream capture: module loading is not a stream operation)."""
-    for name in names:
-        kernel(name)
 
 
 # ---------------------------------------------------------------- typed launchers

@@ -170,24 +170,6 @@ def fuse(parts: list[DeviceLinear], name: str = "") -> DeviceLinear:
                         cat("gscale"), ct, cat("bias"))
 
 
-def upload_experts(w, policy: str, name: str = "") -> DeviceLinear:
-    """Stacked expert weights [E, N, K] (float) or a list of E NVFP4Tensors -> one stacked DeviceLinear."""
-    cp = _cp()
-    if isinstance(w, (list, tuple)):
-        parts = [upload(t, policy, f"{name}[{e}]") for e, t in enumerate(w)]
-    else:
-        if w.ndim != 3:
-            raise Unsupported(f"engine: experts {name} have shape {tuple(w.shape)}; expected [E, N, K]")
-        parts = [upload(w[e], policy, f"{name}[{e}]") for e in range(w.shape[0])]
-    stacked = fuse(parts, name)
-    if len(parts) == 1:
-        stacked = DeviceLinear(stacked.fmt, stacked.N, stacked.K, stacked.data, stacked.scales, stacked.rmult,
-                               stacked.gscale, stacked.ct, stacked.bias)
-    stacked.N, stacked.experts = parts[0].N, len(parts)
-    del cp
-    return stacked
-
-
 def vector(a, n: int | None = None, name: str = ""):
     """A float32 device vector (norm weights, sinks, biases)."""
     cp = _cp()

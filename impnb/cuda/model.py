@@ -11,8 +11,6 @@ An architecture the engine cannot run raises Unsupported naming the feature (the
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from ..kvcache import ContextOverflow
@@ -135,10 +133,6 @@ def build_model(config, tensors, *, backend: str = "cuda", weights: str = "auto"
         return CheckedModel(config, tensors, weights="fp32" if weights == "auto" else weights,
                             max_context=max_context)
     return EngineModel(config, tensors, weights=weights, max_context=max_context)
-
-
-def _note(msg: str) -> None:
-    print(msg, file=sys.stderr)
 
 
 class QuantizedLinears:
