@@ -14,7 +14,7 @@ GEMMA3 = {"model_type": "gemma3_text", "vocab_size": 97, "hidden_size": 32, "int
           "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
           "sliding_window": 5, "query_pre_attn_scalar": 16, "max_position_embeddings": 256,
           "layer_types": ["sliding_attention", "sliding_attention", "full_attention"]}
-LLAMA = {"model_type": "llama", "vocab_size": 97, "hidden_size": 32, "intermediate_size": 48,
+LLAMA = {"model_type": "llama", "vocab_size": 97, "tie_word_embeddings": True, "hidden_size": 32, "intermediate_size": 48,
          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256}
 
 
@@ -92,6 +92,9 @@ def test_missing_or_misshapen_tensor_names_it(rng):
     del tensors["model.layers.1.mlp.up_proj.weight"]
     with pytest.raises(FormatError, match="layers.1.mlp.up_proj.weight"):
         Model(cfg, tensors)
+    untied = ModelConfig.from_hf({**LLAMA, "tie_word_embeddings": False})
+    with pytest.raises(FormatError, match="lacks lm_head.weight.*tie_word_embeddings=false"):
+        Model(untied, random_tensors(untied, rng))  # no lm_head in the checkpoint
     tensors = random_tensors(cfg, rng)
     tensors["model.layers.0.self_attn.k_proj.weight"] = tensors["model.layers.0.self_attn.q_proj.weight"]
     with pytest.raises(FormatError, match=r"k_proj.weight: shape \(32, 32\), expected \(16, 32\)"):

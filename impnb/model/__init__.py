@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import ops as _ops
 from ..config import ModelConfig
+from ..errors import FormatError
 from ..kvcache import ContextOverflow, KVCache
 from ..reference.rope import rope_inv_freq
 from . import blocks
@@ -55,7 +56,9 @@ class Model:
         self.embed = store.get("embed_tokens.weight", (config.vocab_size, h))
         self.final_norm = store.get("norm.weight", (h,))
         lm_head = store.get("lm_head.weight", (config.vocab_size, h), optional=True)
-        self.lm_head = self.embed if lm_head is None else lm_head  # absent head: tied to the embedding
+        if lm_head is None and not config.tie_embeddings and config.source == "hf":
+            raise FormatError("checkpoint lacks lm_head.weight and config.json says tie_word_embeddings=false")
+        self.lm_head = self.embed if lm_head is None else lm_head  # absent head (GGUF: no output.weight): tied
         self.layers = []
         for lc in config.layers:
             self.layers.append(load_layer(store, config, lc))
