@@ -20,11 +20,11 @@ DEFAULT_PROMPTS = (
 MAX_TOKENS = 128
 
 
-def calibrate_input_amax(model_spec: str, modules, prompts=None, *, progress: bool = True) -> dict[str, float]:
-    """{Linear module: calibrated input amax} for ``modules`` (those being quantized)."""
-    from ..api import load_model
+def calibrate_input_amax(src, modules, prompts=None, *, progress: bool = True) -> dict[str, float]:
+    """{Linear module: calibrated input amax} for ``modules`` (those being quantized); ``src`` is the
+    impnb.quantize.source.Source being quantized (its tensors are used as they are: no second read)."""
     from ..w4a4 import record_input_amax
-    model = load_model(model_spec)
+    model = _source_model(src)
     prompts = list(prompts or DEFAULT_PROMPTS)
     chat = _chat_prompt(model)
     bar = Progress(len(prompts) + (chat is not None), "calibrate", enabled=progress)
@@ -40,6 +40,18 @@ def calibrate_input_amax(model_spec: str, modules, prompts=None, *, progress: bo
     if missing:
         raise RuntimeError(f"calibration saw no input for {missing}; the model does not run them as projections")
     return {m: amax[m] for m in modules}
+
+
+def _source_model(src):
+    """The reference model of the source, with its tokenizer and chat template (impnb.api.LoadedModel)."""
+    from ..api import LoadedModel
+    from ..chat import ChatTemplate
+    from ..model import Model
+    from ..tokenizer import Tokenizer
+    tokenizer = Tokenizer.from_checkpoint(src.checkpoint)
+    chat = ChatTemplate.from_checkpoint(src.checkpoint, tokenizer)
+    return LoadedModel(Model(src.model_config, src.tensors, backend="reference"), tokenizer, chat, src.path,
+                       "reference")
 
 
 def _chat_prompt(model):

@@ -79,7 +79,9 @@ def quantize_checkpoint(model, out, *, layout: str = "compressed-tensors", ignor
     if untie:
         shapes["lm_head.weight"] = shapes[EMBED]
     plan = make_plan(shapes, ignore, quantize_lm_head)
-    amax = _calibrate(str(src.path), plan, calibration, progress) if w4a4 else {}
+    if w4a4 and src.kind == "gguf" and not isinstance(src.tensors, dict):
+        src.materialize()  # calibration and quantization both read every tensor: dequantize the GGUF once
+    amax = _calibrate(src, plan, calibration, progress) if w4a4 else {}
     tensors, dtypes, report = _convert(src, plan, layout, amax, DTYPES[dtype], untie, progress, backend)
     config = _config(src, plan, layout, w4a4, dtype, untie)
     _write(Path(out), tensors, dtypes, config, layouts.extra_files(layout, ignore=list(plan.ignore), w4a4=w4a4),
@@ -101,9 +103,9 @@ def _check_out(out: Path, layout: str) -> None:
                               f"use an empty or new directory")
 
 
-def _calibrate(model: str, plan: Plan, prompts, progress: bool) -> dict[str, float]:
+def _calibrate(src: Source, plan: Plan, prompts, progress: bool) -> dict[str, float]:
     from .calibrate import calibrate_input_amax
-    return calibrate_input_amax(model, plan.quantize, prompts, progress=progress)
+    return calibrate_input_amax(src, plan.quantize, prompts, progress=progress)
 
 
 def _weight(src: Source, name: str) -> np.ndarray:
