@@ -54,10 +54,11 @@ class MoEConfig:
     intermediate_size: int
     gating: str = "softmax"           # softmax over all -> top-k | top-k of logits -> softmax | sigmoid -> top-k
     renormalize: bool = True
-    n_shared_experts: int = 0
+    n_shared_experts: int = 0         # ungated shared expert(s) added to the routed sum (mlp.shared_expert.*)
     shared_intermediate_size: int = 0
     router_input_norm: bool = False   # Gemma-4: rmsnorm(x) * router.scale * hidden**-0.5 before the router proj
     per_expert_scale: bool = False    # Gemma-4: weights *= router.per_expert_scale[ids]
+    routed_scaling_factor: float = 1.0  # DeepSeek-style: weights *= factor after renormalization
     parallel_dense_mlp: bool = False  # Gemma-4: dense MLP and experts side by side, each with its own norms
     activation: str = "silu"          # silu (SwiGLU), gelu_tanh (GeGLU), swiglu_oai (gpt-oss clamped SwiGLU)
     swiglu_alpha: float = 1.702

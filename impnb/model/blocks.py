@@ -91,7 +91,7 @@ def moe_block(ops, x, router_in, w, moe, cfg, layer, taps):
     logits = ops.linear(router_in, w["router"], w["router_bias"])  # [T, E]
     _tap(taps, "router_logits", layer, logits)
     weights, ids = ops.moe_route(logits, top_k=moe.top_k, gating=moe.gating, renormalize=moe.renormalize,
-                                 expert_scale=w["expert_scale"])  # [T, K], [T, K]
+                                 expert_scale=w["expert_scale"], scale=moe.routed_scaling_factor)  # [T, K] x2
     out = ops.moe_experts(x, weights, ids, w["gate_up"], w["down"], activation=moe.activation,
                           gate_up_bias=w["gate_up_bias"], down_bias=w["down_bias"],
                           swiglu_alpha=moe.swiglu_alpha, swiglu_limit=moe.swiglu_limit)
