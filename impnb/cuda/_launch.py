@@ -105,5 +105,6 @@ def compile_counts(*numba_kernels) -> dict:
     """How many RawModules were built, and how many signatures each given Numba dispatcher has compiled."""
     counts = {"raw_modules": _raw_builds["modules"]}
     for k in numba_kernels:
-        counts[getattr(k, "__name__", repr(k))] = len(getattr(k, "overloads", {}) or {})
+        name = getattr(getattr(k, "py_func", None), "__name__", None) or getattr(k, "__name__", repr(k))
+        counts[name] = len(getattr(k, "overloads", {}) or {})
     return counts
