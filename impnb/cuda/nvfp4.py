@@ -12,7 +12,7 @@ Which kernel does what, and why:
     convert), fp32 accumulation per 16-block then times the block scale, warp-shuffle + shared-memory reduction,
     R rows per thread sharing each activation load, P chunks of loads in flight per thread. Each weight byte is
     read once for all M activation rows. On H100 it is bound by the decode's issue rate (~4.7 instructions per
-    weight), not by memory: bench/NOTES.md has the measurements and the tensor-core design tried next.
+    weight), not by memory: bench/NOTES.md has the measurements and the tensor-core design to do next.
     CuPy compiles RawKernels with -ftz=true: the decodes go through fp16 (f16 -> f32 is exact) so no fp32
     subnormal is ever formed from a code; only products / sums below 2^-126 flush.
   * nvfp4_gemm for M > SMALL_M: tensor cores through cuBLAS (cublasGemmEx, fp16 inputs, fp32 accumulation and

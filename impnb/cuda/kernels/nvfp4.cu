@@ -1,4 +1,5 @@
-// NVFP4 kernels of impnb (CuPy RawModule, NVRTC; never built with fast-math: no FTZ, IEEE division).
+// NVFP4 kernels of impnb (CuPy RawModule through NVRTC; no fast-math: IEEE division and square root. CuPy
+// appends -ftz=true to every compile, so nothing here forms an fp32 subnormal from a code or scale byte).
 //
 // Dimension legend: N = rows of W (output features), K = logical columns (K % 16 == 0), G = K / 16 blocks,
 // M = rows of the activation X, R = rows of W per thread, VEC = bytes of packed W per load (16 or 8),
