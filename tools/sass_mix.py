@@ -31,7 +31,7 @@ def main(name: str) -> int:
         sass = subprocess.run(["cuobjdump", "-sass", cubin], capture_output=True, text=True, check=True).stdout
     mangled = re.escape(f"{base}ILi" + "ELi".join(targs.split(",")))
     body = re.split(r"Function : ", sass)
-    text = next((b for b in body if re.match(mangled, b)), "")
+    text = next((b for b in body if re.search(mangled, b.split("\n", 1)[0])), "")
     ops = collections.Counter(m.group(1) for m in re.finditer(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)", text))
     print(f"{name}: {sum(ops.values())} instructions")
     for op, count in ops.most_common(25):

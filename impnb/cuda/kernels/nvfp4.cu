@@ -144,25 +144,25 @@ __global__ void __launch_bounds__(256, (M == 1 ? 2 : 1)) nvfp4_gemv_kernel(
                         for (int i = 1; i < 16; ++i) p = fmaf(q[i], xv[i], p);
                         acc[r][0] = fmaf(p, e4m3_to_float((sc[h][r] >> (8 * j)) & 0xFFu), acc[r][0]);
                     }
-                    continue;
-                }
-                float q[R][16];
-                float s[R];
-#pragma unroll
-                for (int r = 0; r < R; ++r) {
-                    decode_block(w[h][r][2 * j], w[h][r][2 * j + 1], q[r]);
-                    s[r] = e4m3_to_float((sc[h][r] >> (8 * j)) & 0xFFu);
-                }
-#pragma unroll
-                for (int m = 0; m < M; ++m) {
-                    float xv[16];
-                    load_x16(x + m * (long long)k_cols + col, xv);
+                } else {  // small M: decode each row once, use it for every activation row
+                    float q[R][16];
+                    float s[R];
 #pragma unroll
                     for (int r = 0; r < R; ++r) {
-                        float p = q[r][0] * xv[0];
+                        decode_block(w[h][r][2 * j], w[h][r][2 * j + 1], q[r]);
+                        s[r] = e4m3_to_float((sc[h][r] >> (8 * j)) & 0xFFu);
+                    }
 #pragma unroll
-                        for (int i = 1; i < 16; ++i) p = fmaf(q[r][i], xv[i], p);
-                        acc[r][m] = fmaf(p, s[r], acc[r][m]);
+                    for (int m = 0; m < M; ++m) {
+                        float xv[16];
+                        load_x16(x + m * (long long)k_cols + col, xv);
+#pragma unroll
+                        for (int r = 0; r < R; ++r) {
+                            float p = q[r][0] * xv[0];
+#pragma unroll
+                            for (int i = 1; i < 16; ++i) p = fmaf(q[r][i], xv[i], p);
+                            acc[r][m] = fmaf(p, s[r], acc[r][m]);
+                        }
                     }
                 }
             }
