@@ -154,3 +154,25 @@ def test_transformers_reads_our_smollm2_checkpoint(tmp_path):
     mine = ours.logits(ids)
     assert np.array_equal(theirs.argmax(-1), mine.argmax(-1))
     assert np.abs(theirs - mine).max() <= 0.05 * np.abs(mine).max()  # bf16-rounded weights on their side
+
+
+def test_ct_dynamic_local_activation_quantization_is_ours():
+    """W4A4: compressed-tensors' own run-time activation path (compute_dynamic_scales_and_zp + fake_quantize with the
+    NVFP4 preset's input_activations and input_global_scale), float32, equals fake_quantize_nvfp4_activations."""
+    from compressed_tensors.quantization.lifecycle.forward import fake_quantize
+    from compressed_tensors.quantization.utils.helpers import compute_dynamic_scales_and_zp
+
+    from impnb.reference.nvfp4_act import fake_quantize_nvfp4_activations
+    args = preset_name_to_scheme("NVFP4", ["Linear"]).input_activations
+    rng = np.random.default_rng(11)
+    for calibrated_amax in (0.5, 7.0, 60.0):
+        x = (rng.standard_normal((9, 64)) * rng.choice([1e-4, 1.0, 30.0], (9, 64))).astype(np.float32)  # [M, K]
+        x[0, :16] = 0.0  # all-zero block
+        x[1, 5] = 500.0  # beyond the calibrated range: saturates
+        igs = np.float32(2688.0) / np.float32(calibrated_amax)
+        g = torch.tensor([igs], dtype=torch.float32)
+        xt = torch.from_numpy(x)
+        scale, zp = compute_dynamic_scales_and_zp(value=xt, args=args, module=torch.nn.Linear(64, 8),
+                                                  global_scale=g)
+        theirs = fake_quantize(x=xt, scale=scale, zero_point=zp, args=args, global_scale=g).numpy()
+        np.testing.assert_array_equal(theirs, fake_quantize_nvfp4_activations(x, float(igs)))
