@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.oracle, pytest.mark.models]
+pytestmark = [pytest.mark.oracle, pytest.mark.models, pytest.mark.slow]
 
 NEW_TOKENS = 32
 MAX_REL = 1e-3  # both dequantize the same GGUF blocks to float32; fp32 op-order noise is ~1e-5 (measured ~1e-5)
