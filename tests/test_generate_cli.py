@@ -125,3 +125,40 @@ def test_real_model_stops_at_end_of_turn(smollm2):
     out = impnb.generate(smollm2, ids, max_new_tokens=24)
     assert out.stop_reason == "eos" and out.ids[-1] in smollm2.stop_ids
     assert "<|im_end|>" not in out.text and out.text.strip()
+
+
+# ---- main() in-process on the fake model: interactive chat, --json ---------------------------------------------------
+
+class _FakeChatModel(FakeModel):
+    name, backend_name = "fake", "reference"
+
+    def __init__(self):
+        super().__init__()
+        self.conversations = []
+
+    def chat_prompt(self, messages):
+        self.conversations.append([dict(m) for m in messages])
+        return [len(messages) % 7]
+
+
+def test_interactive_chat_keeps_the_history(monkeypatch, capsys):
+    import io
+
+    import impnb.api
+    from impnb.generate import main
+    fake = _FakeChatModel()
+    monkeypatch.setattr(impnb.api, "load_model", lambda *a, **k: fake)
+    monkeypatch.setattr("sys.stdin", io.StringIO("first\nsecond\n\n"))
+    assert main(["--chat", "--max-new-tokens", "2"]) == 0
+    assert [m["role"] for m in fake.conversations[1]] == ["user", "assistant", "user"]
+    assert fake.conversations[1][1]["content"] == "cd"  # the first reply: ids [2, 3] after prompt id 1
+    assert "decode" in capsys.readouterr().err
+
+
+def test_main_json_on_the_fake_model(monkeypatch, capsys):
+    import impnb.api
+    from impnb.generate import main
+    monkeypatch.setattr(impnb.api, "load_model", lambda *a, **k: _FakeChatModel())
+    assert main(["--prompt", "ab", "--max-new-tokens", "3", "--json", "--ban", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prompt_ids"] == [0, 1] and 3 not in out["ids"] and out["model"] == "fake"
