@@ -24,6 +24,8 @@ Every malformed input raises impnb.FormatError; a valid but unsupported one rais
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,7 +134,10 @@ def _load_gguf(path: Path) -> Checkpoint:
         raise FormatError(f"{path}: GGUF support (impnb.loaders.gguf) is not available ({exc})") from None
     source = read_gguf(path)
     metadata, tensors, tokenizer = source
-    return Checkpoint(path, "gguf", tensors, metadata, _model_config(metadata, "gguf"), _gguf_file_type(metadata),
+    config = _model_config(metadata, "gguf")
+    if config is not None:  # GGUF has no tie flag: llama.cpp's converter omits output.weight when the head is tied
+        config = dataclasses.replace(config, tie_embeddings="lm_head.weight" not in tensors)
+    return Checkpoint(path, "gguf", tensors, metadata, config, _gguf_file_type(metadata),
                       {}, tokenizer, QuantReport(), source)
 
 
