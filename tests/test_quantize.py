@@ -286,11 +286,32 @@ def test_k_not_a_multiple_of_16_is_left_unquantized(tmp_path, rng):
     assert plan.ignore == ("lm_head", "model.layers.0.mlp.down_proj")
 
 
-def test_refuses_an_output_directory_holding_another_checkpoint(src, tmp_path):
-    quantize_checkpoint(str(src), tmp_path / "out", layout="modelopt", progress=False)
-    with pytest.raises(FileExistsError, match="hf_quant_config.json"):
-        quantize_checkpoint(str(src), tmp_path / "out", layout="compressed-tensors", progress=False)
-    quantize_checkpoint(str(src), tmp_path / "out", layout="modelopt", progress=False)  # same layout: replaced
+def test_rewriting_an_output_directory_removes_stale_weights_and_configs(src, tmp_path):
+    quantize_checkpoint(str(src), tmp_path / "out", layout="modelopt", progress=False, max_shard_bytes=20_000)
+    assert (tmp_path / "out" / "model.safetensors.index.json").exists()
+    (tmp_path / "out" / "notes.txt").write_text("kept")
+    quantize_checkpoint(str(src), tmp_path / "out", layout="compressed-tensors", progress=False)
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert "hf_quant_config.json" not in names and "model.safetensors.index.json" not in names
+    assert [n for n in names if n.endswith(".safetensors")] == ["model.safetensors"] and "notes.txt" in names
+    assert load_checkpoint(tmp_path / "out").quantization == "nvfp4-compressed-tensors"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_sharded_output_reads_back_the_same(src, tmp_path, layout):
+    one = _quantize(src, tmp_path / "one", layout=layout)
+    many = _quantize(src, tmp_path / "many", layout=layout, max_shard_bytes=20_000)
+    shards = sorted((tmp_path / "many").glob("model-*-of-*.safetensors"))
+    assert len(shards) > 2 and not (tmp_path / "many" / "model.safetensors").exists()
+    assert sorted(one.tensors) == sorted(many.tensors)
+    for name, t in one.tensors.items():
+        u = many.tensors[name]
+        if isinstance(t, NVFP4Tensor):
+            np.testing.assert_array_equal(t.packed, u.packed)
+            np.testing.assert_array_equal(t.scales, u.scales)
+            assert t.global_scale == u.global_scale
+        else:
+            np.testing.assert_array_equal(t, u)
 
 
 def test_w4a4_refuses_unusable_input_scales(src, tmp_path):

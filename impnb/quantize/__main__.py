@@ -11,7 +11,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m impnb.quantize",
                                 description="Convert a GGUF / HF checkpoint into an NVFP4 checkpoint directory.")
     p.add_argument("--model", required=True, help="GGUF file, HF checkpoint directory, or installed model package")
-    p.add_argument("--out", required=True, help="output directory (created; files in it are replaced)")
+    p.add_argument("--out", required=True, help="output directory (created; earlier weights, shard index and "
+                                                 "hf_quant_config.json in it are removed, other files replaced)")
     p.add_argument("--layout", choices=("compressed-tensors", "modelopt"), default="compressed-tensors")
     p.add_argument("--ignore", nargs="*", default=[], metavar="MODULE",
                    help="Linear modules to keep in high precision: names, fnmatch globs, or re:<regex>")
@@ -25,6 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="dtype of the tensors left unquantized (default bfloat16)")
     p.add_argument("--backend", choices=("reference", "cuda", "check"), default=None,
                    help="where nvfp4_quantize runs (default: CUDA when a GPU is usable); the bytes are identical")
+    p.add_argument("--max-shard-gb", type=float, default=5.0,
+                   help="shard the weights above this size (GB, default 5, as transformers)")
     p.add_argument("--eval", action="store_true",
                    help="then report perplexity on impnb/data/eval.txt for source and result, and top-1 agreement")
     p.add_argument("--eval-tokens", type=int, default=512, help="tokens of the eval text to score (default 512)")
@@ -40,7 +43,8 @@ def main(argv=None) -> int:
             prompts = [line.rstrip("\n") for line in f if line.strip()]
     report = quantize_checkpoint(args.model, args.out, layout=args.layout, ignore=args.ignore,
                                  quantize_lm_head=args.quantize_lm_head, w4a4=args.w4a4, calibration=prompts,
-                                 dtype=args.dtype, progress=not args.quiet, backend=args.backend)
+                                 dtype=args.dtype, progress=not args.quiet, backend=args.backend,
+                                 max_shard_bytes=int(args.max_shard_gb * 1e9))
     print(report.summary(), file=sys.stderr)
     if args.eval:
         from ..eval import compare_models

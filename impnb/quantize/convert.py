@@ -2,7 +2,8 @@
 
 Output directory (deterministic: the same source and options give the same bytes):
     model.safetensors        quantized Linears (layouts.py names and dtypes) + everything else in ``dtype``
-                             (bfloat16 by default, as llm-compressor and ModelOpt keep unquantized tensors)
+                             (bfloat16 by default, as llm-compressor and ModelOpt keep unquantized tensors);
+                             above 5 GB: model-0000i-of-0000n.safetensors + model.safetensors.index.json
     config.json              the HF config with quantization_config (sorted keys, indent 2)
     hf_quant_config.json     ModelOpt layout only
     tokenizer.json, tokenizer_config.json (with the chat template), generation_config.json, ...
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,8 @@ from .source import Source, load_source
 DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype(np.float16),
           "float32": np.dtype(np.float32)}
 EMBED = "model.embed_tokens.weight"
+_SHARD_RE = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
+MAX_SHARD_BYTES = 5 * 10**9  # transformers' default max_shard_size ("5GB")
 
 
 @dataclass
@@ -59,7 +63,8 @@ def _few(names, limit: int = 5) -> str:
 
 def quantize_checkpoint(model, out, *, layout: str = "compressed-tensors", ignore=(),
                         quantize_lm_head: bool = False, w4a4: bool = False, calibration=None,
-                        dtype: str = "bfloat16", progress: bool = True, backend=None) -> Report:
+                        dtype: str = "bfloat16", progress: bool = True, backend=None,
+                        max_shard_bytes: int = MAX_SHARD_BYTES) -> Report:
     """Quantize ``model`` (GGUF path, HF directory, installed model package name, or a loaded
     impnb.quantize.source.Source) into directory ``out``.
 
@@ -67,12 +72,12 @@ def quantize_checkpoint(model, out, *, layout: str = "compressed-tensors", ignor
     impnb.quantize.calibrate.DEFAULT_PROMPTS) with the static_minmax observer: the max |x| seen at each Linear's
     input, igs = 448*6/amax (compressed-tensors) or input_scale = amax/2688 (ModelOpt).
     backend: where ``ops.nvfp4_quantize`` runs (None: the default; the bytes are the same on every backend).
+    max_shard_bytes: above this, the weights are sharded with a model.safetensors.index.json.
     """
     layouts.tensor_names(layout)  # validates layout
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}; expected one of {sorted(DTYPES)}")
     start = time.perf_counter()
-    _check_out(Path(out), layout)
     src = model if isinstance(model, Source) else load_source(model)
     shapes = src.shapes()
     untie = quantize_lm_head and "lm_head.weight" not in shapes
@@ -85,22 +90,21 @@ def quantize_checkpoint(model, out, *, layout: str = "compressed-tensors", ignor
     tensors, dtypes, report = _convert(src, plan, layout, amax, DTYPES[dtype], untie, progress, backend)
     config = _config(src, plan, layout, w4a4, dtype, untie)
     _write(Path(out), tensors, dtypes, config, layouts.extra_files(layout, ignore=list(plan.ignore), w4a4=w4a4),
-           src.files)
+           src.files, max_shard_bytes)
     report.out, report.layout, report.seconds = Path(out), layout, time.perf_counter() - start
     return report
 
 
-def _check_out(out: Path, layout: str) -> None:
-    """Refuse a directory holding another checkpoint's weights or configs that this run would not overwrite (a
-    stale index or hf_quant_config.json would change how loaders read the result)."""
+def _clean_out(out: Path) -> None:
+    """Remove what an earlier quantizer run (or save_pretrained) left that this run may not overwrite: weight files,
+    the shard index and hf_quant_config.json (a stale one would change how loaders read the result). transformers'
+    save_pretrained cleans its folder the same way."""
     if not out.is_dir():
         return
-    ours = {"model.safetensors"} | ({"hf_quant_config.json"} if layout == "modelopt" else set())
-    stale = sorted(p.name for p in out.iterdir() if p.name not in ours and (
-        p.suffix == ".safetensors" or p.name in ("model.safetensors.index.json", "hf_quant_config.json")))
-    if stale:
-        raise FileExistsError(f"--out {out} holds {', '.join(stale)} from another checkpoint; "
-                              f"use an empty or new directory")
+    for p in out.iterdir():
+        weights = p.suffix == ".safetensors" and (p.name == "model.safetensors" or _SHARD_RE.match(p.name))
+        if weights or p.name in ("model.safetensors.index.json", "hf_quant_config.json"):
+            p.unlink()
 
 
 def _calibrate(src: Source, plan: Plan, prompts, progress: bool) -> dict[str, float]:
@@ -157,10 +161,42 @@ def _json_bytes(obj) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _write(out: Path, tensors: dict, dtypes: dict, config: dict, extra: dict, side_files: dict) -> None:
+def shard_plan(tensors: dict, max_shard_bytes: int) -> list[list[str]]:
+    """Tensor names per shard, in name order, each shard at most ``max_shard_bytes`` (a larger tensor alone)."""
+    shards, current, size = [], [], 0
+    for name in sorted(tensors):
+        n = tensors[name].nbytes
+        if current and size + n > max_shard_bytes:
+            shards.append(current)
+            current, size = [], 0
+        current.append(name)
+        size += n
+    return shards + [current] if current else shards
+
+
+def _write_weights(out: Path, tensors: dict, dtypes: dict, max_shard_bytes: int) -> dict:
+    """model.safetensors, or model-0000i-of-0000n.safetensors + model.safetensors.index.json (as transformers'
+    save_pretrained names them) when the tensors exceed ``max_shard_bytes``. Returns extra JSON files."""
+    metadata = {"format": "pt", "producer": f"impnb {__version__}"}
+    shards = shard_plan(tensors, max_shard_bytes)
+    if len(shards) <= 1:
+        save_safetensors(out / "model.safetensors", tensors, metadata=metadata, dtypes=dtypes)
+        return {}
+    weight_map = {}
+    for i, names in enumerate(shards, 1):
+        fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_safetensors(out / fname, {n: tensors[n] for n in names}, metadata=metadata,
+                         dtypes={n: dtypes[n] for n in names if n in dtypes})
+        weight_map.update({n: fname for n in names})
+    total = sum(a.nbytes for a in tensors.values())
+    return {"model.safetensors.index.json": {"metadata": {"total_size": total}, "weight_map": weight_map}}
+
+
+def _write(out: Path, tensors: dict, dtypes: dict, config: dict, extra: dict, side_files: dict,
+           max_shard_bytes: int = MAX_SHARD_BYTES) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    save_safetensors(out / "model.safetensors", tensors, metadata={"format": "pt", "producer": f"impnb {__version__}"},
-                     dtypes=dtypes)
+    _clean_out(out)
+    extra = {**extra, **_write_weights(out, tensors, dtypes, max_shard_bytes)}
     files = dict(side_files)
     files["config.json"] = _json_bytes(config)
     for name, obj in extra.items():
