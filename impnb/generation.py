@@ -89,7 +89,7 @@ def generate(model, prompt: str | Sequence[int], *, max_new_tokens: int, tempera
     stop_ids, stop_strings = _stops(model, stop, ignore_eos)
     sampler = Sampler(params, model.config.vocab_size, backend=sampler_backend, history=prompt_ids)
     run = _Run(model, sampler, stop_ids, stop_strings, stream, return_logits)
-    run.prefill_and_decode(prompt_ids, max_new_tokens)
+    run.prefill_and_decode(prompt_ids, _fit_context(model, len(prompt_ids), max_new_tokens))
     return run.result(prompt_ids)
 
 
@@ -105,6 +105,17 @@ def _prompt_ids(model, prompt) -> list[int]:
     if bad:
         raise ValueError(f"prompt token id(s) {bad[:8]} outside the vocabulary [0, {vocab})")
     return ids
+
+
+def _fit_context(model, n_prompt: int, max_new_tokens: int) -> int:
+    """New tokens that fit the model's context after the prompt (generation then ends with "length")."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context is None:
+        return max_new_tokens
+    if n_prompt >= context:
+        raise ValueError(f"the prompt has {n_prompt} tokens; the model's context holds {context} positions "
+                         f"(at least one must be left to generate)")
+    return min(max_new_tokens, context - n_prompt)
 
 
 def _stops(model, stop, ignore_eos: bool) -> tuple[set[int], list[str]]:

@@ -165,7 +165,7 @@ class FakeModel:
     """Next token = (last + 1) mod 8, with the EOS id reached after 'g'."""
 
     def __init__(self):
-        self.config = types.SimpleNamespace(vocab_size=V)
+        self.config = types.SimpleNamespace(vocab_size=V, max_position_embeddings=12)
         self.tokenizer, self.stop_ids = _Tok(), {EOS}
         self.calls = 0
 
@@ -242,3 +242,10 @@ def test_bad_prompts_are_clear_errors():
 def test_reasoning_is_split_from_the_answer(text, reasoning, content):
     from impnb.reasoning import split_reasoning
     assert split_reasoning(text) == (reasoning, content)
+
+
+def test_generation_stops_at_the_context_and_refuses_a_prompt_that_fills_it():
+    out = generate(FakeModel(), [0] * 10, max_new_tokens=50, ignore_eos=True)
+    assert len(out.ids) == 2 and out.stop_reason == "length"  # 10 + 2 = the context of 12
+    with pytest.raises(ValueError, match="context holds 12 positions"):
+        generate(FakeModel(), [0] * 12, max_new_tokens=1)
