@@ -140,3 +140,24 @@ def test_unused_checkpoint_tensors_are_reported(rng):
     with pytest.warns(UserWarning, match="1 checkpoint tensors are not used.*layers.0.mlp.gate_proj.lora_A"):
         model = Model(cfg, tensors)
     assert model.unused_tensors == ["layers.0.mlp.gate_proj.lora_A", "vision_tower.patch_embed.weight"]
+
+
+def test_any_chunking_equals_one_pass_through_the_whole_model(rng):
+    """Hypothesis over windows and chunk sizes: the full model's logits do not depend on how prefill is chunked."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    tensors_by_window = {}
+
+    @settings(max_examples=12, deadline=None)
+    @given(window=st.integers(1, 6), chunk=st.integers(1, 7), n=st.integers(1, 30))
+    def check(window, chunk, n):
+        cfg = ModelConfig.from_hf({**GEMMA3, "sliding_window": window})
+        tensors = tensors_by_window.setdefault(window, random_tensors(cfg, np.random.default_rng(window)))
+        model = Model(cfg, tensors)
+        ids = np.random.default_rng(n).integers(0, 97, size=n)
+        one = model.forward(ids, model.new_cache(n, chunk=n))
+        chunked = model.forward(ids, model.new_cache(n, chunk=chunk))
+        assert np.abs(chunked - one).max() <= 1e-5 * np.abs(one).max()
+
+    check()
