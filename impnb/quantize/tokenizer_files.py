@@ -3,7 +3,8 @@
 The GGUF file embeds its vocabulary (tokenizer.ggml.*) and chat template (tokenizer.chat_template); impnb.tokenizer
 turns the vocabulary into a ``tokenizers.Tokenizer``, whose ``to_str()`` is tokenizer.json. tokenizer_config.json
 carries what transformers' ``PreTrainedTokenizerFast`` needs beside it: the special tokens by content, add_bos /
-add_eos, and the chat template (the GGUF's own, byte for byte).
+add_eos, and the chat template impnb itself renders with (the GGUF's own, byte for byte, or impnb.chat's fallback
+for a GGUF without one, such as the Gemma-3-270M file).
 """
 from __future__ import annotations
 
@@ -12,12 +13,31 @@ import json
 
 def gguf_tokenizer_files(ckpt, mc) -> dict[str, bytes]:
     """tokenizer.json, tokenizer_config.json and generation_config.json of a GGUF checkpoint."""
+    from ..chat import ChatTemplate
     from ..tokenizer import Tokenizer
     tok = Tokenizer.from_checkpoint(ckpt)
-    info = ckpt.tokenizer if isinstance(ckpt.tokenizer, dict) else {}
-    return {"tokenizer.json": tok.backend.to_str(pretty=True).encode("utf-8"),
-            "tokenizer_config.json": _config_bytes(tokenizer_config(tok, info, mc)),
+    template = ChatTemplate.from_checkpoint(ckpt, tok).source  # the GGUF's, or impnb's fallback (e.g. Gemma)
+    return {"tokenizer.json": with_special_tokens_template(tok).to_str(pretty=True).encode("utf-8"),
+            "tokenizer_config.json": _config_bytes(tokenizer_config(tok, template, mc)),
             "generation_config.json": _config_bytes(generation_config(tok, mc))}
+
+
+def with_special_tokens_template(tok):
+    """A copy of the tokenizers backend whose post-processor adds BOS / EOS as the GGUF says (add_bos_token /
+    add_eos_token): transformers' fast tokenizer takes them from tokenizer.json, while impnb adds them itself
+    (it encodes with add_special_tokens=False, so the template never doubles them)."""
+    from tokenizers import Tokenizer as Backend
+    from tokenizers.processors import TemplateProcessing
+    backend = Backend.from_str(tok.backend.to_str())
+    if not (tok.add_bos or tok.add_eos):
+        return backend
+    bos = [tok.bos_token] if tok.add_bos else []
+    eos = [tok.eos_token] if tok.add_eos else []
+    single = " ".join([*(f"{t}:0" for t in bos), "$A:0", *(f"{t}:0" for t in eos)])
+    pair = single + " " + " ".join([*(f"{t}:1" for t in bos), "$B:1", *(f"{t}:1" for t in eos)])
+    specials = sorted({(t, tok.token_to_id(t)) for t in bos + eos}, key=lambda x: x[1])
+    backend.post_processor = TemplateProcessing(single=single, pair=pair, special_tokens=specials)
+    return backend
 
 
 def generation_config(tok, mc) -> dict:
@@ -33,8 +53,8 @@ def generation_config(tok, mc) -> dict:
     return out
 
 
-def tokenizer_config(tok, info: dict, mc) -> dict:
-    """tokenizer_config.json from impnb's Tokenizer and the GGUF tokenizer keys (tokenizer.* without the prefix)."""
+def tokenizer_config(tok, template: str | None, mc) -> dict:
+    """tokenizer_config.json from impnb's Tokenizer and the chat template impnb renders with."""
     cfg = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": _token(tok, tok.bos_id),
@@ -46,7 +66,6 @@ def tokenizer_config(tok, info: dict, mc) -> dict:
         "clean_up_tokenization_spaces": False,
         "model_max_length": int(mc.max_position_embeddings),
     }
-    template = info.get("chat_template")
     if template:
         cfg["chat_template"] = template
     return {k: v for k, v in cfg.items() if v is not None}
