@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import BackendUnavailable, CrossCheckError, FormatError, ImpnbError, Unsupported
+from .errors import BackendUnavailable, CrossCheckError, FormatError, ImpnbError, Unsupported, UnsupportedArchitecture
 
 __version__ = "0.1.0"
 
@@ -17,7 +17,8 @@ _LAZY = {
     "generate": "impnb.generation",
 }
 
-__all__ = ["BackendUnavailable", "CrossCheckError", "FormatError", "ImpnbError", "Unsupported", *_LAZY]
+__all__ = ["BackendUnavailable", "CrossCheckError", "FormatError", "ImpnbError", "Unsupported",
+           "UnsupportedArchitecture", *_LAZY]
 
 
 def __getattr__(name: str):

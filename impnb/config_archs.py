@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from .config import LayerConfig, ModelConfig, MoEConfig, RopeConfig
+from .errors import UnsupportedArchitecture
 
 HF_ARCHS = ("llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "gemma3_text", "gemma4_text", "gpt_oss")
 _WRAPPERS = {"gemma3": "gemma3_text", "gemma4": "gemma4_text"}  # multimodal model_type -> its text_config type
@@ -23,8 +24,8 @@ _HF_ARCH_CLASSES = {
 }
 
 
-def unsupported(what: str) -> ValueError:
-    return ValueError(f"unsupported architecture {what!r}; supported: {', '.join(HF_ARCHS)} "
+def unsupported(what: str) -> UnsupportedArchitecture:
+    return UnsupportedArchitecture(f"unsupported architecture {what!r}; supported: {', '.join(HF_ARCHS)} "
                       f"(HF config.json) and {', '.join(GGUF_ARCHS)} (GGUF)")
 
 

@@ -32,3 +32,7 @@ class CrossCheckError(ImpnbError, AssertionError):
         msg = (f"{op}: {mismatches}/{total} elements outside {rule}; worst at index {index}: "
                f"reference={reference!r} ({reference_bits}) fast={fast!r} ({fast_bits})")
         super().__init__(msg + (f"; {detail}" if detail else ""))
+
+
+class UnsupportedArchitecture(Unsupported, ValueError):
+    """The checkpoint's architecture is not one impnb implements; the message lists the supported ones."""
