@@ -79,12 +79,14 @@ class _Progress:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         self._stop.set()
         if self._thread:
             self._thread.join()
-        if self.enabled:
+        if self.enabled and exc_type is None:
             self._draw(final=True)
+        elif self._thread:
+            print(file=sys.stderr)  # end the half-drawn bar before the error message
 
     def _loop(self):
         while not self._stop.wait(0.2):
