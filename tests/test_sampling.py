@@ -249,3 +249,36 @@ def test_generation_stops_at_the_context_and_refuses_a_prompt_that_fills_it():
     assert len(out.ids) == 2 and out.stop_reason == "length"  # 10 + 2 = the context of 12
     with pytest.raises(ValueError, match="context holds 12 positions"):
         generate(FakeModel(), [0] * 12, max_new_tokens=1)
+
+
+# ---- properties of the filters (bounded hypothesis runs) ------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+_LOGITS = arrays(np.float32, st.integers(2, 40), elements=st.floats(-20, 20, width=32))
+
+
+@settings(max_examples=60, deadline=None)
+@given(_LOGITS, st.integers(0, 45), st.floats(0.05, 1.0), st.floats(0.0, 0.9), st.floats(0.0, 1.0))
+def test_filter_properties(x, top_k, top_p, min_p, u):
+    out = ref.filter_logits(x, temperature=1.0, top_k=top_k, top_p=top_p, min_p=min_p)
+    kept = np.isfinite(out)
+    assert kept[ref.argmax_token(x)]                        # the most likely token always survives
+    np.testing.assert_array_equal(out[kept], x[kept])       # survivors keep their logits (temperature 1)
+    if top_k:
+        assert kept.sum() <= top_k
+    if min_p == 0.0 and top_k == 0:                         # top-p alone: the smallest prefix with mass >= top_p
+        p = np.exp(x.astype(np.float64) - x.max())
+        p /= p.sum()
+        assert p[kept].sum() >= top_p - 1e-9 or kept.all()
+        assert p[kept].sum() - p[kept].min() < top_p + 1e-9
+    token = int(ref.sample_token(out, min(u, 0.999999)))
+    assert kept[token]                                      # a filtered token is never drawn
+
+
+@settings(max_examples=40, deadline=None)
+@given(_LOGITS)
+def test_argmax_is_first_of_the_stable_order(x):
+    assert int(ref.argmax_token(x)) == int(ref.stable_order(x)[0])
