@@ -74,7 +74,8 @@ def generate(model, prompt: str | Sequence[int], *, max_new_tokens: int, tempera
              repetition_penalty: float = 1.0, seed: int | None = None, stop: Sequence[str | int] | None = None,
              banned_tokens: Sequence[int] | None = None, stream: Callable[[str], None] | None = None,
              return_logits: bool = False, sampler_backend: str | None = None) -> GenerationResult:
-    """Generate up to ``max_new_tokens`` after ``prompt`` (a string, encoded as is, or a list of token ids).
+    """Generate up to ``max_new_tokens`` after ``prompt``: a string (encoded as is), a list of token ids, or a list
+    of chat messages ({"role", "content"} dicts, rendered with the model's chat template).
 
     temperature 0 is greedy. ``stop``: extra stop strings (the text is cut before them) and/or stop token ids.
     ``ignore_eos`` keeps going through the model's own stop tokens (EOS / EOT / end-of-turn). ``banned_tokens``
@@ -96,6 +97,8 @@ def generate(model, prompt: str | Sequence[int], *, max_new_tokens: int, tempera
 def _prompt_ids(model, prompt) -> list[int]:
     if isinstance(prompt, str):
         ids = list(model.tokenizer.encode(prompt))
+    elif prompt and isinstance(prompt[0], dict):  # chat messages: rendered by the model's chat template
+        ids = list(model.chat_prompt(list(prompt)))
     else:
         ids = [int(t) for t in prompt]
     if not ids:

@@ -121,8 +121,7 @@ def test_real_model_banned_greedy_token_and_no_state_leak(smollm2):
 @pytest.mark.models
 def test_real_model_stops_at_end_of_turn(smollm2):
     import impnb
-    ids = smollm2.chat_prompt([{"role": "user", "content": "What is the capital of France?"}])
-    out = impnb.generate(smollm2, ids, max_new_tokens=24)
+    out = impnb.generate(smollm2, [{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=24)
     assert out.stop_reason == "eos" and out.ids[-1] in smollm2.stop_ids
     assert "<|im_end|>" not in out.text and out.text.strip()
 
