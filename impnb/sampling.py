@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import ops
+from .cuda.runtime import to_host
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class Sampler:
         else:
             u = self._rng.random()  # drawn on the host on every backend: a seed reproduces the run anywhere
             token = ops.sample_token(x, np.float64(u), backend=self.backend)
-        token = int(np.asarray(token))
+        token = int(np.asarray(to_host(token)))  # a CuPy result on the CUDA path
         if token in self.params.banned_tokens:  # cannot happen unless every id is banned; never emit one
             raise ValueError(f"every token is banned or filtered; the sampler would emit banned id {token}")
         self.observe([token])

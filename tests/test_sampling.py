@@ -282,3 +282,19 @@ def test_filter_properties(x, top_k, top_p, min_p, u):
 @given(_LOGITS)
 def test_argmax_is_first_of_the_stable_order(x):
     assert int(ref.argmax_token(x)) == int(ref.stable_order(x)[0])
+
+
+@pytest.mark.gpu
+def test_cuda_sampler_draws_the_same_ids_as_the_reference(rng):
+    """Same logits, same seed (so the same u's): the two backends must choose the same tokens."""
+    logits = [(rng.standard_normal(49152) * 3).astype(np.float32) for _ in range(40)]
+    params = SamplingParams(temperature=0.8, top_k=50, top_p=0.9, min_p=0.02, repetition_penalty=1.2, seed=9,
+                            banned_tokens=(int(np.argmax(logits[0])),))
+
+    def run(backend):
+        s = Sampler(params, 49152, backend=backend, history=[1, 2, 3])
+        return [s.next_token(x) for x in logits]
+    assert run("cuda") == run("reference")
+    greedy = SamplingParams(banned_tokens=params.banned_tokens)
+    assert [Sampler(greedy, 49152, backend="cuda").next_token(x) for x in logits] == \
+           [Sampler(greedy, 49152, backend="reference").next_token(x) for x in logits]
