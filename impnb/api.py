@@ -199,7 +199,8 @@ class LoadedModel:
     def logits(self, ids) -> np.ndarray:
         """float32 [len(ids), V]: a full forward over ``ids`` on a fresh cache."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        return np.asarray(self.forward(ids, self.new_cache(len(ids))), dtype=np.float32)
+        from .cuda.runtime import to_host
+        return np.asarray(to_host(self.forward(ids, self.new_cache(len(ids)))), dtype=np.float32)
 
     def chat_prompt(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
         """Token ids of ``messages`` rendered by the model's chat template."""

@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .cuda.runtime import to_host
 from .reasoning import split_reasoning
 from .sampling import Sampler, SamplingParams
 
@@ -163,7 +164,7 @@ class _Run:
 
     def take(self, logits) -> bool:
         """Choose the next token from ``logits`` [V]; True when generation must stop."""
-        logits = np.asarray(logits, dtype=np.float32)
+        logits = np.asarray(to_host(logits), dtype=np.float32)  # [V]; a CuPy row from an op-by-op CUDA model
         if self.keep_logits:
             self.step_logits.append(logits.copy())
         token = self.sampler.next_token(logits)
