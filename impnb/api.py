@@ -144,20 +144,20 @@ def load_model(path=None, backend: str | None = None, *, progress: bool = False,
 
 
 def _build_model(config, tensors, backend: str | None, weights: str | None):
-    """The reference Model, or the CUDA engine (impnb/cuda/model.py) for backend "cuda" / "check" (and for None
+    """The reference Model, or the CUDA engine (impnb/cuda/_model.py) for backend "cuda" / "check" (and for None
     when a GPU is usable and IMPNB_BACKEND is unset). ``weights``: the engine's weight policy ("auto", "bf16",
     "fp16", "fp32", or "nvfp4" = quantize every dense linear at load, for both backends)."""
     from .model import Model
     if weights == "nvfp4":
-        from .cuda.model import QuantizedLinears
+        from .cuda._model import QuantizedLinears
         tensors = QuantizedLinears(config, tensors)
     engine = backend in ("cuda", "check")
     if backend is None and not os.environ.get("IMPNB_BACKEND"):
-        from .cuda import runtime
+        from .cuda import _runtime as runtime
         engine = runtime.gpu_usable()
     if not engine:
         return Model(config, tensors, backend=backend)
-    from .cuda.model import build_model
+    from .cuda._model import build_model
     from .errors import Unsupported
     try:
         return build_model(config, tensors, backend=backend or "cuda", weights=weights or "auto")
@@ -199,7 +199,7 @@ class LoadedModel:
     def logits(self, ids) -> np.ndarray:
         """float32 [len(ids), V]: a full forward over ``ids`` on a fresh cache."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        from .cuda.runtime import to_host
+        from .cuda._runtime import to_host
         return np.asarray(to_host(self.forward(ids, self.new_cache(len(ids)))), dtype=np.float32)
 
     def chat_prompt(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:

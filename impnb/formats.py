@@ -58,7 +58,7 @@ class NVFP4Tensor:
         return NVFP4Tensor(self.packed, self.scales, float(scalar), layout, self.name)
 
     def to_host(self) -> "NVFP4Tensor":
-        from .cuda.runtime import to_host
+        from .cuda._runtime import to_host
         return NVFP4Tensor(np.asarray(to_host(self.packed)), np.asarray(to_host(self.scales)),
                            self.global_scale, self.layout, self.name)
 

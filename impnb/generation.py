@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .cuda.runtime import to_host
+from .cuda._runtime import to_host
 from .reasoning import split_reasoning
 from .sampling import Sampler, SamplingParams
 

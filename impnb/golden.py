@@ -51,7 +51,7 @@ class GoldenRecorder:
         key = self.key(name, layer)
         if self.include and not any(fnmatch.fnmatchcase(key, p) for p in self.include):
             return
-        from .cuda.runtime import to_host
+        from .cuda._runtime import to_host
         host = np.array(to_host(array), dtype=np.float32, copy=True)
         if key in self.tensors:  # a second forward (chunked prefill): append along the token axis
             host = np.concatenate([self.tensors[key], host], axis=0)

@@ -102,7 +102,7 @@ def cuda_impl(name: str) -> Callable:
     spec = OPS[name]
     if name in CUDA_PENDING:
         raise BackendUnavailable(f"op {name!r} has no CUDA path yet (see `python -m impnb.ops`)")
-    from .cuda import runtime
+    from .cuda import _runtime as runtime
     runtime.require()
     module = importlib.import_module(f"impnb.cuda.{spec.family}")
     return getattr(module, name)
@@ -115,7 +115,7 @@ def default_backend(name: str) -> str:
             raise ValueError(f"IMPNB_BACKEND={env!r}; expected one of {BACKENDS}")
         return env
     if name not in CUDA_PENDING:
-        from .cuda import runtime
+        from .cuda import _runtime as runtime
         if runtime.gpu_usable():
             return "cuda"
     return "reference"
@@ -145,7 +145,7 @@ def _check(name: str, args: tuple, kwargs: dict):
 
 def _host(obj):
     """Copy device arrays (anything with ``.get()`` like CuPy, or NVFP4Tensor fields) to NumPy, recursively."""
-    from .cuda.runtime import to_host
+    from .cuda._runtime import to_host
     if isinstance(obj, tuple):
         return tuple(_host(o) for o in obj)
     if isinstance(obj, list):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import ops
-from .cuda.runtime import to_host
+from .cuda._runtime import to_host
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,7 @@ TOLERANCES: dict[str, dict[str, object]] = {
     "moe_experts": {"*": AllClose(5e-5, 1e-4, "two chained float32 GEMMs (H- and I-term dots, <= 4096 each: "
                                   "sqrt(n) u = 4e-6 of the O(1) partial sums) plus the activation and a K-term "
                                   "weighted sum; 5e-5 absolute keeps a ~10x margin")},
-    # ---- whole model: the CUDA engine (impnb/cuda/engine.py) against the reference model, --backend check ----
+    # ---- whole model: the CUDA engine (impnb/cuda/_engine.py) against the reference model, --backend check ----
     "engine_logits": {"*": ScaledError(1e-4, lambda a, k: _row_max_abs(a[0]),
                                        "same weights (check mode stores them in float32), float32 activations, "
                                        "residual stream and KV cache on both paths; only summation order differs "

@@ -19,7 +19,7 @@ def _real_gpu() -> bool:
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _real_gpu():
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
-from impnb.cuda import runtime  # noqa: E402
+from impnb.cuda import _runtime as runtime  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):

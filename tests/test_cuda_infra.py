@@ -124,5 +124,5 @@ def nvfp4_device(t):
 
 
 def _host(a):
-    from impnb.cuda.runtime import to_host
+    from impnb.cuda._runtime import to_host
     return to_host(a)

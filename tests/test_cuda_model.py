@@ -1,4 +1,4 @@
-"""The CUDA engine (impnb/cuda/engine.py) against the reference model, on random-weight models with the exact
+"""The CUDA engine (impnb/cuda/_engine.py) against the reference model, on random-weight models with the exact
 architecture of SmolLM2-135M and Gemma-3-270M, and on tiny models of every architecture the engine runs.
 
 GPU tests (marker ``gpu``) run on the device machine:
@@ -23,7 +23,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from impnb.cuda.random_models import config_for, host_tensors
+from impnb.cuda._random_models import config_for, host_tensors
 from impnb.errors import Unsupported
 
 KERNEL = os.path.join(os.path.dirname(__file__), "..", "impnb", "cuda", "kernels", "engine.cu")
@@ -86,7 +86,7 @@ GREEDY_CASES = [("smollm2-135m", "bf16", 96), ("smollm2-135m", "nvfp4", 96),
 @pytest.mark.gpu
 @pytest.mark.parametrize("arch,fmt,prompt_len", GREEDY_CASES, ids=[f"{a}-{f}" for a, f, _ in GREEDY_CASES])
 def test_greedy_64_tokens_identical_to_reference(arch, fmt, prompt_len, tmp_path):
-    from impnb.cuda.model import EngineModel
+    from impnb.cuda._model import EngineModel
     from impnb.model import Model
     cfg = config_for(arch)
     tensors = host_tensors(cfg, fmt, seed=7)
@@ -107,7 +107,7 @@ def test_greedy_64_tokens_identical_to_reference(arch, fmt, prompt_len, tmp_path
 
 @pytest.mark.gpu
 def test_graph_replay_equals_eager_and_is_deterministic():
-    from impnb.cuda.engine import Engine
+    from impnb.cuda._engine import Engine
     cfg = config_for("gemma3-270m", num_hidden_layers=6, sliding_window=32, vocab_size=4096,
                      layer_types=["sliding_attention"] * 5 + ["full_attention"])
     eng = Engine(cfg, host_tensors(cfg, "bf16", seed=1), max_context=512, prefill_chunk=16)
@@ -147,7 +147,7 @@ TINY_ARCHS = {
 @pytest.mark.parametrize("name", sorted(TINY_ARCHS))
 def test_every_engine_architecture_matches_reference(name):
     from impnb.config import ModelConfig
-    from impnb.cuda.model import EngineModel
+    from impnb.cuda._model import EngineModel
     from impnb.model import Model
     from impnb.tolerances import assert_close
     cfg = ModelConfig.from_hf(TINY_ARCHS[name])
@@ -167,7 +167,7 @@ def test_every_engine_architecture_matches_reference(name):
 @pytest.mark.gpu
 def test_check_backend_passes_then_names_the_first_diverging_tap(tmp_path):
     from impnb.config import ModelConfig
-    from impnb.cuda.model import CheckedModel
+    from impnb.cuda._model import CheckedModel
     cfg = ModelConfig.from_hf(TINY_ARCHS["llama"])
     model = CheckedModel(cfg, host_tensors(cfg, "bf16", seed=2), dump_prefix=str(tmp_path / "check"))
     ids = np.arange(12) * 7
@@ -183,7 +183,7 @@ def test_check_backend_passes_then_names_the_first_diverging_tap(tmp_path):
 def test_cuda_backend_without_gpu_is_a_clear_error_not_a_reroute():
     from impnb.api import _build_model
     from impnb.config import ModelConfig
-    from impnb.cuda import runtime
+    from impnb.cuda import _runtime as runtime
     from impnb.errors import BackendUnavailable
     if runtime.gpu_usable():
         pytest.skip("a GPU is present: the engine would load")
@@ -194,7 +194,7 @@ def test_cuda_backend_without_gpu_is_a_clear_error_not_a_reroute():
 
 def test_quantize_nvfp4_rewrites_linears_only_and_unties_the_head():
     from impnb.config import ModelConfig
-    from impnb.cuda.model import QuantizedLinears
+    from impnb.cuda._model import QuantizedLinears
     from impnb.formats import NVFP4Tensor
     from impnb.model import Model
     cfg = ModelConfig.from_hf({**TINY_ARCHS["llama"], "tie_word_embeddings": True})

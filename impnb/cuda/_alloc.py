@@ -39,7 +39,7 @@ class GuardedAllocations:
 
     def check(self) -> int:
         """Raise GuardViolation if any guard changed; return how many allocations were checked."""
-        from .runtime import to_host
+        from ._runtime import to_host
         for a in self.allocations:
             host = np.asarray(to_host(a.buffer))
             for side, region, base in (("before", host[:GUARD_BYTES], -GUARD_BYTES),

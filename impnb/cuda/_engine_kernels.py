@@ -2,7 +2,7 @@
 
 Every launcher takes CuPy arrays (or None for an absent optional pointer) and Python numbers, converts the numbers
 to the kernel's int32 / float32 parameters, and launches on CuPy's current stream, so the same calls run eagerly or
-inside a stream capture (impnb/cuda/engine.py captures the decode step once as a CUDA graph). Nothing here
+inside a stream capture (impnb/cuda/_engine.py captures the decode step once as a CUDA graph). Nothing here
 allocates device memory: callers pass preallocated outputs (an allocation inside a capture would be a bug, seed 004).
 
 Dimension legend: see the header of engine.cu (N, K, H, HKV, D, C, S, V, E, TK).
@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from .runtime import require
+from ._runtime import require
 
 FMT_NVFP4, FMT_F32, FMT_F16, FMT_BF16 = 0, 1, 2, 3
 FMT_NAMES = {FMT_NVFP4: "nvfp4", FMT_F32: "f32", FMT_F16: "f16", FMT_BF16: "bf16"}

@@ -12,7 +12,7 @@ import threading
 
 from numba import cuda
 
-from .runtime import simulator_requested
+from ._runtime import simulator_requested
 
 FULL_MASK = 0xFFFFFFFF
 

@@ -16,7 +16,7 @@ import importlib.resources
 
 import numpy as np
 
-from . import runtime
+from . import _runtime as runtime
 
 _NVRTC_OPTIONS = ("--std=c++17",)  # never --use_fast_math (IEEE division); CuPy itself appends -ftz=true
 _raw_builds = {"modules": 0}

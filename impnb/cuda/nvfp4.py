@@ -83,7 +83,7 @@ def _check_weight(w):
 
 def _abs_max(flat) -> np.float32:
     from ._nvfp4_kernels import abs_max_kernel
-    from .runtime import to_host
+    from ._runtime import to_host
     out = _alloc.zeros((1,), np.float32, label="abs_max scratch")
     threads = min(flat.size, 1 << 17) if flat.size else 0
     launch_numba(abs_max_kernel, threads, flat, out)

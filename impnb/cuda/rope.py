@@ -19,7 +19,7 @@ def rope(x, positions, inv_freq, *, style="neox", attention_scaling=1.0):
     """Rotate x [T, H, D] at integer positions [T] with inv_freq [F] (rotary_dim R = 2F <= D): float32 [T, H, D]."""
     require_gpu("rope")
     import cupy as cp
-    from .runtime import to_host
+    from ._runtime import to_host
     x = cp.asarray(x, dtype=cp.float32)
     inv = np.asarray(to_host(inv_freq), dtype=np.float32)
     rot = 2 * inv.shape[0]

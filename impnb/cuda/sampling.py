@@ -24,7 +24,7 @@ def _rows(logits):
 def _token_set(ids, vocab: int, what: str):
     import cupy as cp
     import numpy as np
-    from .runtime import to_host
+    from ._runtime import to_host
     host = np.unique(np.asarray(to_host(ids) if ids is not None else [], dtype=np.int64).reshape(-1))
     if host.size and (host[0] < 0 or host[-1] >= vocab):
         bad = host[(host < 0) | (host >= vocab)]

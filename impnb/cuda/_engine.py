@@ -28,7 +28,7 @@ from ..kvcache import ContextOverflow
 from . import _engine_kernels as K
 from ._engine_layers import build_layers, check_supported
 from ._engine_prefill import Prefill
-from .runtime import require
+from ._runtime import require
 
 
 class Engine:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kvcache import ContextOverflow
-from .engine import Engine
+from ._engine import Engine
 
 CHECK_RULE = "engine_logits"  # impnb.tolerances.TOLERANCES entry for whole-model logits
 
@@ -34,7 +34,7 @@ class EngineCache:
 
 
 class EngineModel:
-    """A model resident on the GPU (see impnb/cuda/engine.py for the decode graph and the numerics)."""
+    """A model resident on the GPU (see impnb/cuda/_engine.py for the decode graph and the numerics)."""
 
     backend = "cuda"
 
