@@ -4,7 +4,7 @@ An op ``name`` of family ``fam`` has
   * its reference:   ``impnb.reference.<fam>.<name>``  (pure NumPy; the spec)
   * its CUDA path:   ``impnb.cuda.<fam>.<name>``       (same signature; Numba-CUDA or CuPy RawKernel)
   * a tolerance rule ``impnb.tolerances.TOLERANCES[name]``
-  * cross-check cases in ``tests/ops/cases/<fam>.py``
+  * cross-check cases in ``impnb/conformance/cases/<fam>.py``
 
 Call an op as ``impnb.ops.<name>(*args, backend=None, **kwargs)``:
   * ``backend="reference"`` runs the NumPy spec;

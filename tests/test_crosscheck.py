@@ -1,6 +1,6 @@
 """Every CUDA-path op against its reference, through the tolerance table, with canaries around every allocation.
 
-test_crosscheck runs each op not in ops.CUDA_PENDING over every case of tests/ops/cases: in CI under the Numba
+test_crosscheck runs each op not in ops.CUDA_PENDING over every case of impnb/conformance/cases: in CI under the Numba
 simulator at size "tiny", on a GPU at size "real" (tests.conftest.size_class()). Ops whose CUDA path is a CuPy
 RawKernel cannot run in the simulator: they skip there with that reason (tests/test_kernels_compile.py compiles
 their .cu files in CI) and run on the GPU. The `gpu` tests below add the NVFP4 GEMV/GEMM shapes and inputs that
@@ -20,8 +20,8 @@ from impnb.cuda._alloc import guarded_allocations
 from impnb.formats import NVFP4Tensor
 from impnb.reference.nvfp4 import nvfp4_quantize
 from tests.conftest import cuda_mode, size_class
-from tests.ops.cases import load_all
-from tests.ops.cases.nvfp4 import planted_weight, random_tensor
+from impnb.conformance.cases import load_all
+from impnb.conformance.cases.nvfp4 import planted_weight, random_tensor
 
 CASES = load_all()
 F32 = np.float32

@@ -71,7 +71,7 @@ def test_no_recompile_per_call():
     import cupy
     from impnb.cuda import _launch, fp8, nvfp4
     from impnb.cuda._codec_kernels import fp8_encode_kernel
-    from tests.ops.cases.nvfp4 import random_tensor
+    from impnb.conformance.cases.nvfp4 import random_tensor
     rng = np.random.default_rng(3)
     t = random_tensor(rng, 64, 256, "compressed-tensors")
     x = cupy.asarray(rng.standard_normal(256).astype(F32))
@@ -90,7 +90,7 @@ def test_launches_run_on_the_callers_stream_and_replay_in_a_cuda_graph():
     from impnb.cuda import fp8, nvfp4
     from impnb.reference import fp8 as ref_fp8, nvfp4 as ref_nvfp4
     from impnb import tolerances
-    from tests.ops.cases.nvfp4 import random_tensor
+    from impnb.conformance.cases.nvfp4 import random_tensor
     rng = np.random.default_rng(5)
     host = random_tensor(rng, 704, 2816, "modelopt")
     t = nvfp4_device(host)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from impnb.reference import fp4 as ref
-from tests.ops.cases.fp4 import e2m1_ties
+from impnb.conformance.cases.fp4 import e2m1_ties
 
 F32 = np.float32
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from impnb.reference import fp8 as ref
-from tests.ops.cases.fp8 import e4m3_midpoints, midpoints_with_neighbours, wide_range_float32
+from impnb.conformance.cases.fp8 import e4m3_midpoints, midpoints_with_neighbours, wide_range_float32
 
 F32 = np.float32
 E4M3 = ml_dtypes.float8_e4m3fn

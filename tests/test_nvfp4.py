@@ -19,7 +19,7 @@ from impnb.reference.fp8 import fp8_e4m3_decode
 from impnb import tolerances
 from impnb.errors import CrossCheckError
 from impnb.tolerances import _gamma_fp32, _gamma_fp32_probabilistic
-from tests.ops.cases.nvfp4 import planted_weight, random_tensor
+from impnb.conformance.cases.nvfp4 import planted_weight, random_tensor
 
 F32 = np.float32
 LAYOUTS = ("compressed-tensors", "modelopt")

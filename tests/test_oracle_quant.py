@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from impnb.reference import fp4, fp8, nvfp4
-from tests.ops.cases.nvfp4 import planted_weight
+from impnb.conformance.cases.nvfp4 import planted_weight
 
 pytestmark = pytest.mark.oracle
 torch = pytest.importorskip("torch")

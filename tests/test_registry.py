@@ -6,7 +6,7 @@ import inspect
 import pytest
 
 from impnb import ops, tolerances
-from tests.ops.cases import load_all
+from impnb.conformance.cases import load_all
 
 CASES = load_all()
 
@@ -27,7 +27,7 @@ def test_op_has_tolerance_entry(name):
 
 @pytest.mark.parametrize("name", sorted(ops.OPS))
 def test_op_has_crosscheck_cases(name):
-    assert CASES.get(name), f"{name} has no cases in tests/ops/cases/{ops.OPS[name].family}.py"
+    assert CASES.get(name), f"{name} has no cases in impnb/conformance/cases/{ops.OPS[name].family}.py"
 
 
 def _cuda_function(name):

@@ -1,6 +1,6 @@
 """Cross-check cases for every registered op: ``CASES[op] -> [Case]``.
 
-One module per op family (``tests/ops/cases/<family>.py``) registers its cases with ``@case(op, id)``. A case
+One module per op family (``impnb/conformance/cases/<family>.py``) registers its cases with ``@case(op, id)``. A case
 builds fresh random inputs from a seeded generator at a size class: "tiny" (the Numba simulator in CI) or "real"
 (a GPU). Never only zeros: awkward shapes, real-model shapes (labelled) and the edge cases of the format.
 """
