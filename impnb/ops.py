@@ -13,7 +13,9 @@ Call an op as ``impnb.ops.<name>(*args, backend=None, **kwargs)``:
   * ``backend="check"`` runs both and raises ``CrossCheckError`` when they differ beyond the tolerance table;
     it returns the fast result;
   * ``backend=None`` takes env ``IMPNB_BACKEND``, else ``"cuda"`` when a GPU is usable and the op has a CUDA
-    path, else ``"reference"``.
+    path, else ``"reference"``;
+  * ``backend="<name>"`` runs an implementation registered with ``register_backend(name, resolver)`` (another
+    engine's kernels, say), and ``backend="check:<name>"`` runs it and the reference and compares them.
 
 ``python -m impnb.ops`` prints the coverage table (which ops have a CUDA path, which are pending).
 """
@@ -29,7 +31,8 @@ from typing import Callable
 
 from .errors import BackendUnavailable
 
-BACKENDS = ("reference", "cuda", "check")
+BACKENDS = ("reference", "cuda", "check")  # built in; plus register_backend() names and "check:<name>"
+_REGISTERED: dict[str, Callable[[str], Callable | None]] = {}
 
 
 @dataclass(frozen=True)
@@ -108,11 +111,63 @@ def cuda_impl(name: str) -> Callable:
     return getattr(module, name)
 
 
+def register_backend(name: str, resolver) -> None:
+    """Make another implementation a dispatcher backend: ``backend=name`` runs it, ``backend="check:" + name``
+    compares it with the reference through the tolerance table. ``resolver``: a mapping op name -> callable, an
+    object with ``resolve(op_name) -> callable | None``, or a function op name -> callable | None. The callables
+    take the reference's signature. Registering a name again replaces it."""
+    if not isinstance(name, str) or not name.isidentifier() or name in BACKENDS:
+        raise ValueError(f"backend name {name!r}: must be an identifier other than {BACKENDS}")
+    _REGISTERED[name] = _as_resolver(resolver)
+
+
+def unregister_backend(name: str) -> None:
+    _REGISTERED.pop(name, None)
+
+
+def registered_backends() -> tuple[str, ...]:
+    return tuple(_REGISTERED)
+
+
+def _as_resolver(resolver) -> Callable[[str], Callable | None]:
+    if hasattr(resolver, "resolve") and callable(resolver.resolve):
+        return resolver.resolve
+    if hasattr(resolver, "get") and hasattr(resolver, "__getitem__"):
+        return resolver.get
+    if callable(resolver):
+        return resolver
+    raise TypeError(f"resolver must be a mapping, an object with resolve(op), or a function; got "
+                    f"{type(resolver).__name__}")
+
+
+def backend_impl(name: str, backend: str) -> Callable:
+    """The callable of op ``name`` on a single backend: "reference", "cuda" or a registered name."""
+    if backend == "reference":
+        return reference_impl(name)
+    if backend == "cuda":
+        return cuda_impl(name)
+    if backend not in _REGISTERED:
+        raise ValueError(f"backend={backend!r}; expected one of {_known_backends()}")
+    fn = _REGISTERED[backend](name)
+    if fn is None:
+        raise BackendUnavailable(f"backend {backend!r} provides no implementation of op {name!r}")
+    return fn
+
+
+def _known_backends() -> tuple[str, ...]:
+    return BACKENDS + tuple(_REGISTERED) + tuple(f"check:{b}" for b in _REGISTERED)
+
+
+def _valid_backend(backend: str) -> bool:
+    target = backend[len("check:"):] if backend.startswith("check:") else backend
+    return backend in BACKENDS or target in _REGISTERED
+
+
 def default_backend(name: str) -> str:
     env = os.environ.get("IMPNB_BACKEND")
     if env:
-        if env not in BACKENDS:
-            raise ValueError(f"IMPNB_BACKEND={env!r}; expected one of {BACKENDS}")
+        if not _valid_backend(env):
+            raise ValueError(f"IMPNB_BACKEND={env!r}; expected one of {_known_backends()}")
         return env
     if name not in CUDA_PENDING:
         from .cuda import _runtime as runtime
@@ -128,16 +183,16 @@ def call(name: str, *args, backend: str | None = None, **kwargs):
     backend = backend or default_backend(name)
     if backend == "reference":
         return reference_impl(name)(*_host(args), **_host(kwargs))
-    if backend == "cuda":
-        return cuda_impl(name)(*args, **kwargs)
     if backend == "check":
-        return _check(name, args, kwargs)
-    raise ValueError(f"backend={backend!r}; expected one of {BACKENDS}")
+        return _check(name, "cuda", args, kwargs)
+    if backend.startswith("check:"):
+        return _check(name, backend[len("check:"):], args, kwargs)
+    return backend_impl(name, backend)(*args, **kwargs)
 
 
-def _check(name: str, args: tuple, kwargs: dict):
+def _check(name: str, fast_backend: str, args: tuple, kwargs: dict):
     from . import tolerances
-    fast = cuda_impl(name)(*args, **kwargs)
+    fast = backend_impl(name, fast_backend)(*args, **kwargs)
     ref = reference_impl(name)(*_host(args), **_host(kwargs))
     tolerances.assert_close(name, ref, _host(fast), args=_host(args), kwargs=_host(kwargs))
     return fast

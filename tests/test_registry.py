@@ -64,3 +64,29 @@ def test_coverage_command_lists_every_op():
     table = ops.coverage_table()
     for name in ops.OPS:
         assert name in table
+
+
+def test_registered_backend_runs_and_check_mode_compares_it_with_the_reference():
+    import numpy as np
+    from impnb.errors import BackendUnavailable, CrossCheckError
+    from impnb.reference.activations import silu
+
+    def wrong_silu(x):
+        return silu(x) * np.float32(1.001)
+
+    x = np.linspace(-3, 3, 7, dtype=np.float32)
+    ops.register_backend("mine", {"silu": wrong_silu})
+    try:
+        assert np.array_equal(ops.call("silu", x, backend="mine"), wrong_silu(x))
+        with pytest.raises(CrossCheckError, match="silu"):
+            ops.call("silu", x, backend="check:mine")
+        with pytest.raises(BackendUnavailable, match="no implementation of op 'gelu_tanh'"):
+            ops.call("gelu_tanh", x, backend="mine")
+        ops.register_backend("mine", lambda op: silu if op == "silu" else None)
+        assert np.array_equal(ops.call("silu", x, backend="check:mine"), silu(x))
+    finally:
+        ops.unregister_backend("mine")
+    with pytest.raises(ValueError, match="backend"):
+        ops.call("silu", x, backend="mine")
+    with pytest.raises(ValueError, match="identifier"):
+        ops.register_backend("check", {})
