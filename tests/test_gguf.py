@@ -285,3 +285,16 @@ def test_custom_alignment(tmp_path):
     gf = read_gguf(path)
     assert gf.header.alignment == 64 and all(t.offset % 64 == 0 for t in gf.tensor_infos)
     np.testing.assert_array_equal(gf.tensors["b"], np.arange(16, dtype=np.float32))
+
+
+@pytest.mark.parametrize("type_name", ["Q4_1", "Q4_K", "Q6_K"])
+def test_dequantize_grouping_gives_gguf_values_bit_for_bit(rng, type_name):
+    """impnb's dequantize hands gguf.quants rows of many blocks, in chunks, with a remainder row of single blocks:
+    the values are those of decoding every block on its own."""
+    from impnb.loaders.gguf import _BLOCKS_PER_CHUNK, dequantize
+    block, size, _ = REFERENCE[type_name]
+    n = _BLOCKS_PER_CHUNK + 64 * 3 + 5  # two chunks; the second ends with 5 blocks outside a whole row
+    raw = np.frombuffer(random_blocks(rng, type_name, n), np.uint8)
+    got = dequantize(raw, T[type_name], (n * block,))
+    one_by_one = gguf_dequantize(raw.reshape(n, size), T[type_name]).reshape(-1)
+    assert np.array_equal(got.view(np.uint32), one_by_one.astype(np.float32).view(np.uint32))

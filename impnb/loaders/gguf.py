@@ -36,6 +36,7 @@ __all__ = ["GGUFFile", "read_gguf", "dequantize", "undo_qk_permutation", "Tensor
 REQUIRED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")
 _PLAIN = {GGMLQuantizationType.F32: "<f4", GGMLQuantizationType.F16: "<f2"}
 _BLOCKS_PER_CHUNK = 1 << 14   # 512 Ki values of a 32-value type per gguf.quants call (faster than one call)
+_BLOCKS_PER_ROW = 64          # blocks per row handed to gguf.quants (it loops over groups of 16 rows)
 
 
 def dequantize(raw: np.ndarray, ggml_type: GGMLQuantizationType, shape: tuple[int, ...], where: str = "") -> np.ndarray:
@@ -48,13 +49,24 @@ def dequantize(raw: np.ndarray, ggml_type: GGMLQuantizationType, shape: tuple[in
     out = np.empty((blocks.shape[0], block), dtype=np.float32)
     # in chunks: gguf.quants' temporaries are several times its output (Gemma-3's 262k x 640 embedding)
     for start in range(0, blocks.shape[0], _BLOCKS_PER_CHUNK):
-        stop = start + _BLOCKS_PER_CHUNK
+        stop = min(start + _BLOCKS_PER_CHUNK, blocks.shape[0])
+        whole = start + (stop - start) // _BLOCKS_PER_ROW * _BLOCKS_PER_ROW
         try:
-            out[start:stop] = _gguf_dequantize(blocks[start:stop], ggml_type)
+            _dequantize_rows(blocks[start:whole], ggml_type, out[start:whole], _BLOCKS_PER_ROW)
+            _dequantize_rows(blocks[whole:stop], ggml_type, out[whole:stop], 1)
         except NotImplementedError:
             raise Unsupported(f"{where}: ggml type {ggml_type.name} cannot be dequantized "
                               f"(supported at least: {', '.join(REQUIRED_TYPES)})") from None
     return out.reshape(shape)
+
+
+def _dequantize_rows(blocks: np.ndarray, ggml_type, out: np.ndarray, per_row: int) -> None:
+    """gguf.quants over ``blocks`` [n, type_size] viewed as rows of ``per_row`` blocks: it works on groups of 16
+    rows, so one block per row would mean one NumPy round per 16 blocks. Every block is decoded on its own, so the
+    grouping changes nothing in the values."""
+    if blocks.shape[0]:
+        rows = blocks.reshape(-1, per_row * blocks.shape[1])
+        out[...] = _gguf_dequantize(rows, ggml_type).reshape(out.shape)
 
 
 def undo_qk_permutation(w: np.ndarray, n_heads: int, where: str = "") -> np.ndarray:
