@@ -24,7 +24,7 @@ from ..errors import FormatError
 from ..kvcache import ContextOverflow, KVCache
 from ..reference.rope import rope_inv_freq
 from . import blocks
-from .weights import WeightStore, check_layer_count, load_layer, load_ple, unexpected
+from .weights import WeightStore, check_layer_count, layer_rope, load_layer, load_ple, unexpected
 
 __all__ = ["Model", "OpTable", "ContextOverflow"]
 
@@ -74,11 +74,7 @@ class Model:
                           f"{', '.join(surprising[:8])}{' ...' if len(surprising) > 8 else ''}", stacklevel=2)
 
     def _rope_table(self, lc, freq_factors):
-        rope = lc.rope
-        if freq_factors is not None and rope.freq_factors is None and lc.kind == "full":
-            from dataclasses import replace
-            rope = replace(rope, freq_factors=tuple(float(f) for f in freq_factors))
-        return rope_inv_freq(rope, lc.head_dim, self.config.max_position_embeddings)
+        return rope_inv_freq(layer_rope(lc, freq_factors), lc.head_dim, self.config.max_position_embeddings)
 
     # ---- public API ----
     def new_cache(self, max_tokens: int | None = None, *, chunk: int = 256) -> KVCache:

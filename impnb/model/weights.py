@@ -233,3 +233,13 @@ def check_layer_count(store: WeightStore, config) -> None:
     if found and max(found) >= config.n_layers:
         raise FormatError(f"checkpoint has tensors for layer {max(found)} but the config says "
                           f"{config.n_layers} layers")
+
+
+def layer_rope(lc, freq_factors):
+    """The RoPE config a layer runs: GGUF's ``rope_freqs`` (llama3 frequency factors) apply to full-attention
+    layers whose config has none of its own. One rule for both backends (impnb.model and the CUDA engine)."""
+    rope = lc.rope
+    if freq_factors is not None and rope.freq_factors is None and lc.kind == "full":
+        from dataclasses import replace
+        rope = replace(rope, freq_factors=tuple(float(f) for f in np.asarray(freq_factors).reshape(-1)))
+    return rope

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kvcache import ContextOverflow
-from ._engine import Engine
+from .engine import Engine
 
 CHECK_RULE = "engine_logits"  # impnb.tolerances.TOLERANCES entry for whole-model logits
 
@@ -34,7 +34,7 @@ class EngineCache:
 
 
 class EngineModel:
-    """A model resident on the GPU (see impnb/cuda/_engine.py for the decode graph and the numerics)."""
+    """A model resident on the GPU (see impnb/engine/engine.py for the decode graph and the numerics)."""
 
     backend = "cuda"
 
@@ -133,53 +133,3 @@ def build_model(config, tensors, *, backend: str = "cuda", weights: str = "auto"
         return CheckedModel(config, tensors, weights="fp32" if weights == "auto" else weights,
                             max_context=max_context)
     return EngineModel(config, tensors, weights=weights, max_context=max_context)
-
-
-class QuantizedLinears:
-    """``--quantize nvfp4``: the checkpoint's tensors with every dense linear weight (attention and MLP projections,
-    the LM head; a tied head gets its own ``lm_head.weight``) quantized to NVFP4 with impnb.ops.nvfp4_quantize,
-    once, on first read. Both backends read this same mapping, so ``--backend check`` compares like with like;
-    embeddings, norms, routers and stacked experts stay as they are."""
-
-    _LINEAR = ("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
-               "up_proj.weight", "down_proj.weight")
-
-    def __init__(self, config, tensors):
-        from ..model.weights import canonical
-        self.tensors, self._done = tensors, {}
-        self.names = list(tensors)
-        canon = {canonical(k) for k in self.names}
-        self._tied_head = "lm_head.weight" not in canon
-        if self._tied_head:
-            embed = next(k for k in self.names if canonical(k) == "embed_tokens.weight")
-            self._embed_name = embed
-            self.names.append("lm_head.weight")
-
-    def _wants(self, name: str) -> bool:
-        return name == "lm_head.weight" or (".mlp.experts." not in name and name.endswith(self._LINEAR))
-
-    def __getitem__(self, name):
-        if name in self._done:
-            return self._done[name]
-        tied = name == "lm_head.weight" and self._tied_head
-        source = self.tensors[self._embed_name] if tied else self.tensors[name]
-        from ..formats import NVFP4Tensor
-        if self._wants(name) and not isinstance(source, NVFP4Tensor) and getattr(source, "ndim", 0) == 2:
-            from ._engine_weights import _float32, quantize
-            value = quantize(_float32(source), name)
-            value = value.to_host() if not hasattr(source, "__cuda_array_interface__") else value
-            self._done[name] = value
-            return value
-        return source
-
-    def __iter__(self):
-        return iter(self.names)
-
-    def __len__(self):
-        return len(self.names)
-
-    def __contains__(self, name):
-        return name in self.names
-
-    def keys(self):
-        return list(self.names)
