@@ -28,10 +28,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..cuda._runtime import require
-from ..cuda.linear import rms_norm_gemv
-from ..cuda.sampling import argmax_device, argmax_groups
+from ..cuda.sampling import argmax_groups
 from ..errors import Unsupported
 from ..kvcache import ContextOverflow
+from .launchers import CheckedLaunches, Launchers
 from .layers import check_supported
 from .prefill import Prefill
 from .weights import build_layers
@@ -74,6 +74,7 @@ class Engine:
             self.moe_ids = cp.zeros(moe.top_k, cp.int32)
             self.moe_w = cp.zeros(moe.top_k, f32)
             self.moe_gu = cp.zeros(moe.top_k * 2 * moe.intermediate_size, f32)
+        self.ops = Launchers()  # CheckedLaunches during check_decode
         self.prefill_runner = Prefill(self)
         self._graphs: dict[bool, object] = {}
         self._stream = cp.cuda.Stream(non_blocking=True)
@@ -128,16 +129,18 @@ class Engine:
     # ---------------------------------------------------------------- decode
     def _step(self, greedy: bool) -> int:
         """Launch one decode step on the current stream (eagerly or under capture); returns the kernel count."""
-        cfg, w, n = self.config, self.w, 0
-        n += w.embed_step(self.st[1:2], self.x)
+        cfg, w, n, ops = self.config, self.w, 0, self.ops
+        ops.set_layer(None)
+        n += w.embed_step(ops, self.st[1:2], self.x)
         for L in w.layers:
             n += L.decode(self)
-        rms_norm_gemv(w.lm_head, self.x, self.logits, norm=w.final_norm, eps=cfg.rms_eps, offset=cfg.norm_offset,
-                      softcap=cfg.final_softcap or 0.0)
+        ops.set_layer(None)
+        ops.rms_norm_gemv(w.lm_head, self.x, self.logits, norm=w.final_norm, eps=cfg.rms_eps, offset=cfg.norm_offset,
+                          softcap=cfg.final_softcap or 0.0)
         n += 1
         if greedy:
-            argmax_device(self.logits, self.ban, cfg.vocab_size, self.am_v, self.am_i, self.st, self.out_ids,
-                          self.max_new)
+            ops.argmax(self.logits, self.ban, cfg.vocab_size, self.am_v, self.am_i, self.st, self.out_ids,
+                       self.max_new)
             n += 2
         return n
 
@@ -168,6 +171,22 @@ class Engine:
         self.pos += 1
         return self.logits
 
+    def check_decode(self, token: int):
+        """Feed ``token`` like decode_logits, but launch the step eagerly with every kernel compared with its op's
+        reference on host copies of its inputs (CheckedLaunches): the first op outside its tolerance raises
+        CrossCheckError naming op and layer. The same launches as the captured graph, in the same order."""
+        self._reserve(1)
+        with self._stream:
+            self.st[0:2].set(np.asarray([self.pos, token], np.int32))
+            self.ops = CheckedLaunches()
+            try:
+                self._step(False)
+            finally:
+                self.ops = Launchers()
+            self._stream.synchronize()
+        self.pos += 1
+        return self.logits
+
     def generate_greedy(self, prompt_ids, max_new_tokens: int, *, use_graph: bool = True) -> list[int]:
         """Greedy continuation chosen on the device: prefill, then ``max_new_tokens - 1`` graph replays with no host
         round trip between tokens. Returns the generated ids (stop tokens are not interpreted here)."""
@@ -187,8 +206,8 @@ class Engine:
         """Device argmax of the prefill logits: st[1] = token, out_ids[0] = token, st[2] = 1, st[0] = pos."""
         with self._stream:
             self.st[2] = 0
-            argmax_device(self.logits, self.ban, self.config.vocab_size, self.am_v, self.am_i, self.st,
-                          self.out_ids, self.max_new)
+            self.ops.argmax(self.logits, self.ban, self.config.vocab_size, self.am_v, self.am_i, self.st,
+                            self.out_ids, self.max_new)
 
     def replay_greedy(self, n: int, *, use_graph: bool = True) -> None:
         """``n`` decode steps with the device argmax, queued without synchronising (``sync()`` waits)."""

@@ -16,13 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..cuda import attention as attn_ops
-from ..cuda import linear as linear_ops
-from ..cuda import moe as moe_ops
-from ..cuda import rope as rope_ops
 from ..cuda._device_weights import DeviceLinear
-from ..cuda.embedding import embed
-from ..cuda.norms import rms_norm_add_rows
 from ..errors import Unsupported
 
 ATTN_CHUNK = 64      # cache slots per decode-attention block (doubled for long caches: splits <= MAX_SPLITS)
@@ -37,6 +31,10 @@ def check_supported(cfg) -> None:
         missing.append("QK-norm over chunks smaller than head_dim")
     if cfg.layer_scalar:
         missing.append("per-layer output scalars")
+    if cfg.ple_dim:
+        missing.append("per-layer input embeddings")
+    if any(L.kv_source is not None for L in cfg.layers):
+        missing.append("KV sharing between layers")
     moe = cfg.moe
     if moe is not None:
         if moe.n_shared_experts or moe.router_input_norm or moe.per_expert_scale or moe.parallel_dense_mlp:
@@ -86,12 +84,16 @@ class Layer:
     experts_gu: DeviceLinear | None = None
     experts_down: DeviceLinear | None = None
     act: str = "silu"  # the gated activation: silu or gelu_tanh
+    inv_freq: object = None  # host float32 [F] and attention scaling: the rope the tables were built from
+    rope_scaling: float = 1.0
     eps: float = 1e-6
     offset: float = 0.0
     softcap: float = 0.0
 
     def decode(self, e) -> int:
-        """Launch this layer's decode kernels for one token (engine ``e`` owns the shared buffers)."""
+        """Launch this layer's decode kernels for one token (engine ``e`` owns the shared buffers and ``e.ops``,
+        the launchers: impnb/engine/launchers.py)."""
+        e.ops.set_layer(self)
         n = self.attention_block(e)
         return n + (self.moe_block(e) if self.router is not None else self.mlp_block(e))
 
@@ -106,55 +108,53 @@ class Layer:
 
     def attention_block(self, e) -> int:
         if self.fused_rope:
-            rope_ops.norm_qkv_rope_gemv(self.qkv, e.x, self.attn_norm, eps=self.eps, offset=self.offset, q=e.q,
-                                        **self.rope_args(e))
+            e.ops.norm_qkv_rope_gemv(self.qkv, e.x, self.attn_norm, eps=self.eps, offset=self.offset, q=e.q,
+                                     **self.rope_args(e))
             return self.attention_tail(e) - 1
-        linear_ops.rms_norm_gemv(self.qkv, e.x, e.qkv, norm=self.attn_norm, eps=self.eps, offset=self.offset)
-        rope_ops.append_rows(e.qkv, self.qkv.N, e.q, rows=1, q_norm=self.q_norm, k_norm=self.k_norm,
-                             v_norm=self.v_norm, k_eq_v=self.k_eq_v, eps=self.eps, offset=self.offset,
-                             **self.rope_args(e))
+        e.ops.rms_norm_gemv(self.qkv, e.x, e.qkv, norm=self.attn_norm, eps=self.eps, offset=self.offset)
+        e.ops.append_rows(e.qkv, self.qkv.N, e.q, rows=1, q_norm=self.q_norm, k_norm=self.k_norm,
+                          v_norm=self.v_norm, k_eq_v=self.k_eq_v, eps=self.eps, offset=self.offset,
+                          **self.rope_args(e))
         return self.attention_tail(e)
 
     def attention_tail(self, e) -> int:
         """Attention partials and the o-proj (+ residual); returns the kernels of the whole attention block."""
-        splits = attn_ops.attention_partials(e.q, self.kc, self.vc, self.slot_pos, e.st, e.part, H=self.H,
-                                             HKV=self.HKV, D=self.D, C=self.C, chunk=self.chunk, window=self.window,
-                                             scale=self.scale, softcap=self.softcap)
+        splits = e.ops.attention_partials(e.q, self.kc, self.vc, self.slot_pos, e.st, e.part, H=self.H,
+                                          HKV=self.HKV, D=self.D, C=self.C, chunk=self.chunk, window=self.window,
+                                          scale=self.scale, softcap=self.softcap)
         if self.post_attn_norm is None:  # o-proj (combining the partials) + residual, one kernel
-            attn_ops.attention_output_gemv(self.o, e.part, self.sinks, splits, self.D, e.x, accumulate=True)
+            e.ops.attention_output_gemv(self.o, e.part, self.sinks, splits, self.D, e.x, accumulate=True)
             return 4
-        attn_ops.attention_output_gemv(self.o, e.part, self.sinks, splits, self.D, e.tmp)
-        rms_norm_add_rows(e.tmp, self.post_attn_norm, e.x, 1, e.config.hidden_size, self.eps, self.offset,
-                          block=1024)
+        e.ops.attention_output_gemv(self.o, e.part, self.sinks, splits, self.D, e.tmp)
+        e.ops.rms_norm_add_rows(e.tmp, self.post_attn_norm, e.x, 1, e.config.hidden_size, self.eps, self.offset,
+                                block=1024)
         return 5
 
     def mlp_block(self, e) -> int:
-        linear_ops.rms_norm_gemv(self.gu, e.x, e.gu, norm=self.ffn_norm, eps=self.eps, offset=self.offset)
+        e.ops.rms_norm_gemv(self.gu, e.x, e.gu, norm=self.ffn_norm, eps=self.eps, offset=self.offset)
         if self.post_ffn_norm is None:
-            linear_ops.gated_gemv(self.down, e.gu, e.x, activation=self.act, accumulate=True)
+            e.ops.gated_gemv(self.down, e.gu, e.x, activation=self.act, accumulate=True)
             return 2
-        linear_ops.gated_gemv(self.down, e.gu, e.tmp, activation=self.act)
-        rms_norm_add_rows(e.tmp, self.post_ffn_norm, e.x, 1, e.config.hidden_size, self.eps, self.offset,
-                          block=1024)
+        e.ops.gated_gemv(self.down, e.gu, e.tmp, activation=self.act)
+        e.ops.rms_norm_add_rows(e.tmp, self.post_ffn_norm, e.x, 1, e.config.hidden_size, self.eps, self.offset,
+                                block=1024)
         return 3
 
     def moe_block(self, e) -> int:
         moe = e.config.moe
-        linear_ops.rms_norm_gemv(self.router, e.x, e.router_logits, norm=self.ffn_norm, eps=self.eps,
-                                 offset=self.offset)
-        moe_ops.route_topk(e.router_logits, moe.n_experts, moe.top_k, moe.gating, moe.renormalize, e.moe_ids,
-                           e.moe_w)
-        moe_ops.experts_up(self.experts_gu, e.moe_ids, e.x, e.moe_gu, norm=self.ffn_norm, eps=self.eps,
-                           offset=self.offset, top_k=moe.top_k)
+        e.ops.rms_norm_gemv(self.router, e.x, e.router_logits, norm=self.ffn_norm, eps=self.eps,
+                            offset=self.offset)
+        e.ops.route_topk(e.router_logits, moe.n_experts, moe.top_k, moe.gating, moe.renormalize, e.moe_ids,
+                         e.moe_w)
         if self.post_ffn_norm is None:
-            moe_ops.experts_down(self.experts_down, e.moe_ids, e.moe_w, e.moe_gu, e.x, activation=self.act,
-                                 top_k=moe.top_k)
+            e.ops.experts(self.experts_gu, self.experts_down, e.moe_ids, e.moe_w, e.x, e.moe_gu, e.x,
+                          norm=self.ffn_norm, eps=self.eps, offset=self.offset, activation=self.act, top_k=moe.top_k)
             return 4
         e.tmp.fill(0)
-        moe_ops.experts_down(self.experts_down, e.moe_ids, e.moe_w, e.moe_gu, e.tmp, activation=self.act,
-                             top_k=moe.top_k)
-        rms_norm_add_rows(e.tmp, self.post_ffn_norm, e.x, 1, e.config.hidden_size, self.eps, self.offset,
-                          block=1024)
+        e.ops.experts(self.experts_gu, self.experts_down, e.moe_ids, e.moe_w, e.x, e.moe_gu, e.tmp,
+                      norm=self.ffn_norm, eps=self.eps, offset=self.offset, activation=self.act, top_k=moe.top_k)
+        e.ops.rms_norm_add_rows(e.tmp, self.post_ffn_norm, e.x, 1, e.config.hidden_size, self.eps, self.offset,
+                                block=1024)
         return 6
 
 
@@ -167,8 +167,8 @@ class ModelWeights:
     final_norm: object
     layers: list = field(default_factory=list)
 
-    def embed_step(self, ids, x, rows: int = 1) -> int:
-        embed(self.embed, ids, x, rows, self.embed_scale)
+    def embed_step(self, ops, ids, x, rows: int = 1) -> int:
+        ops.embed(self.embed, ids, x, rows, self.embed_scale)
         return 1
 
     @property

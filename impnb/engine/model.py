@@ -76,9 +76,12 @@ class EngineModel:
 
 class CheckedModel:
     """``--backend check``: every forward runs on the engine AND the reference; logits must agree within the
-    tolerance table's ``engine_logits`` rule. On a mismatch both golden dumps of the tokens so far are written
-    (``<prefix>.reference.safetensors`` / ``<prefix>.cuda.safetensors``) and the error names the first tap beyond
-    tolerance (impnb.golden's diff). Returns the engine's logits."""
+    tolerance table's ``engine_logits`` rule. A decode token runs the engine's step eagerly, op by op, each kernel
+    compared with its op's reference on host copies of its inputs (Engine.check_decode): the first op outside its
+    tolerance raises CrossCheckError naming op, layer, worst index and both values with their bits. On a logits
+    mismatch both golden dumps of the tokens so far are written (``<prefix>.reference.safetensors`` /
+    ``<prefix>.cuda.safetensors``) and the error names the first tap beyond tolerance (impnb.golden's diff).
+    Returns the engine's logits."""
 
     backend = "check"
 
@@ -96,7 +99,11 @@ class CheckedModel:
     def forward(self, ids, cache, taps=None, *, last_only: bool = False) -> np.ndarray:
         fast_cache, ref_cache, seen = cache
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        got = self.fast.forward(ids, fast_cache, taps, last_only=last_only)
+        engine = self.fast.engine
+        if ids.size == 1 and engine.pos > 0 and taps is None and fast_cache.generation == self.fast.generation:
+            got = engine.check_decode(int(ids[0])).get()[None, :]  # op by op: raises at the first bad op
+        else:
+            got = self.fast.forward(ids, fast_cache, taps, last_only=last_only)
         want = self.ref.forward(ids, ref_cache, last_only=last_only)
         seen.extend(int(t) for t in ids)
         try:

@@ -66,7 +66,7 @@ def _rope_tables(cfg, L, max_context, cache):
     if key not in cache:
         inv, scaling = rope_inv_freq(rope, L.head_dim, cfg.max_position_embeddings)
         cos, sin = rope_tables(inv, scaling, max_context)
-        cache[key] = (cp.asarray(cos), cp.asarray(sin), inv.shape[0])
+        cache[key] = (cp.asarray(cos), cp.asarray(sin), inv.shape[0], inv, float(scaling))
     return cache[key]
 
 
@@ -132,7 +132,7 @@ def _layer(cfg, lc, tensors, policy, max_context, prefill_chunk, tables, cp) -> 
     if chunk > MAX_CHUNK:
         raise Unsupported(f"CUDA engine: a cache of {C} slots (max_context) is beyond its decode attention's "
                           f"{MAX_CHUNK * MAX_SPLITS}")
-    cos, sin, F = _rope_tables(cfg, lc, max_context, tables)
+    cos, sin, F, inv_freq, rope_scaling = _rope_tables(cfg, lc, max_context, tables)
     sandwich = cfg.sandwich_norms
     norm = lambda n: vector(_get(tensors, p + n + ".weight"), cfg.hidden_size, p + n)  # noqa: E731
     hd = lc.head_dim
@@ -147,7 +147,7 @@ def _layer(cfg, lc, tensors, policy, max_context, prefill_chunk, tables, cp) -> 
         post_attn_norm=norm("post_attention_layernorm") if sandwich else None,
         post_ffn_norm=norm("post_feedforward_layernorm") if sandwich else None,
         k_eq_v=lc.k_eq_v, v_norm=cfg.v_norm, eps=float(cfg.rms_eps), offset=float(cfg.norm_offset),
-        softcap=float(cfg.attn_softcap or 0.0), act=cfg.activation)
+        softcap=float(cfg.attn_softcap or 0.0), act=cfg.activation, inv_freq=inv_freq, rope_scaling=rope_scaling)
     if cfg.qk_norm:
         layer.q_norm = vector(_get(tensors, p + "self_attn.q_norm.weight"), hd, p + "q_norm")
         layer.k_norm = vector(_get(tensors, p + "self_attn.k_norm.weight"), hd, p + "k_norm")
