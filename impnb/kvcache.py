@@ -5,7 +5,7 @@ Dimensions: C = a layer's slot capacity, Hkv = its KV heads, D / Dv = its k / v 
 Every slot records the absolute position it holds (``pos``, -1 = empty). Attention reads the VIEW ``[0, n)`` of
 the slots (n = slots filled so far) in slot order, and the mask is built from ``pos`` in that same frame
 (``impnb.ops.attention_mask``), so it is right after ring wrap-around, when the newest tokens sit in low slots and
-the order is not monotonic (seed 003: a mask in absolute coordinates read by view index -> -inf rows -> NaN).
+the order is not monotonic (a mask in absolute coordinates read by view index gives -inf rows, then NaN).
 
 Ring capacity = window + chunk (capped at max_tokens): a chunk of T <= chunk tokens at positions p0..p0+T-1 is
 written before attention; it evicts only positions <= p0 + T - 1 - C < p0 - window + 1, i.e. keys that no query of

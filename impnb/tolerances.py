@@ -115,7 +115,7 @@ TOLERANCES: dict[str, dict[str, object]] = {
                                                    "each step correctly rounded, so a path keeping the order "
                                                    "(true division, no FMA) is bit-identical")},
     # ---- model ops: norms / rope / attention / masks / activations / moe / embedding / sampling ----
-    # sampling (issue 5): every output is a discrete decision or one correctly rounded float32 op per element.
+    # sampling: every output is a discrete decision or one correctly rounded float32 op per element.
     "repetition_penalty": {"*": Exact("one IEEE float32 multiply or divide per touched element (no fastmath): "
                                       "correctly rounded on every backend")},
     "ban_tokens": {"*": Exact("a copy with -inf stored at the banned ids; nothing is computed")},
@@ -125,7 +125,7 @@ TOLERANCES: dict[str, dict[str, object]] = {
     "sample_token": {"*": Exact("ids: same logits and same u must give the same token on every backend (float64 "
                                 "CDF in id order; a draw can only flip within ~1e-15 of a bin edge)")},
     "argmax_token": {"*": Exact("ids: comparisons only, lowest id on ties")},
-    # forward-pass ops (issue 5). u = 2^-24 (float32 unit roundoff). CUDA expf/tanhf/sinf/cosf/rsqrtf are <= 2 ulp
+    # forward-pass ops. u = 2^-24 (float32 unit roundoff). CUDA expf/tanhf/sinf/cosf/rsqrtf are <= 2 ulp
     # off (CUDA C Programming Guide, Math API accuracy table, no --use_fast_math); sums may run in any order, whose
     # error grows like sqrt(n) u for random signs (n u worst case). Case inputs are O(1) activations.
     "embedding": {"*": AllClose(0.0, 4e-7, "dense tables: a row gather and one correctly rounded float32 multiply "

@@ -121,9 +121,9 @@ def build_layers(cfg, tensors, policy: str, max_context: int, prefill_chunk: int
 
 
 def _layer(cfg, lc, tensors, policy, max_context, prefill_chunk, tables, cp) -> Layer:
+    from ..model.weights import norm_names, qkv_parts, router_name
     p = f"model.layers.{lc.index}."
-    names = ["q_proj", "k_proj"] + ([] if lc.k_eq_v else ["v_proj"])
-    qkv = fuse([_linear(tensors, p + "self_attn." + n, policy) for n in names], p + "qkv")
+    qkv = fuse([_linear(tensors, p + "self_attn." + n, policy) for n in qkv_parts(lc)], p + "qkv")
     sliding = lc.kind == "sliding"
     C = min(max_context, lc.window + prefill_chunk) if sliding else max_context
     chunk = ATTN_CHUNK
@@ -133,19 +133,17 @@ def _layer(cfg, lc, tensors, policy, max_context, prefill_chunk, tables, cp) -> 
         raise Unsupported(f"CUDA engine: a cache of {C} slots (max_context) is beyond its decode attention's "
                           f"{MAX_CHUNK * MAX_SPLITS}")
     cos, sin, F, inv_freq, rope_scaling = _rope_tables(cfg, lc, max_context, tables)
-    sandwich = cfg.sandwich_norms
-    norm = lambda n: vector(_get(tensors, p + n + ".weight"), cfg.hidden_size, p + n)  # noqa: E731
+    norms = {role: vector(_get(tensors, p + n + ".weight"), cfg.hidden_size, p + n)
+             for role, n in norm_names(cfg).items()}
     hd = lc.head_dim
     layer = Layer(
         index=lc.index, H=lc.n_heads, HKV=lc.n_kv_heads, D=hd, C=C, window=lc.window if sliding else 0,
         chunk=chunk, splits=-(-C // chunk), scale=float(lc.scale), rope_cos=cos, rope_sin=sin, F=F,
-        interleaved=lc.rope.style == "interleaved", attn_norm=norm("input_layernorm"),
-        ffn_norm=norm("pre_feedforward_layernorm" if sandwich else "post_attention_layernorm"),
+        interleaved=lc.rope.style == "interleaved", attn_norm=norms["attn_norm"], ffn_norm=norms["ffn_norm"],
         qkv=qkv, o=_linear(tensors, p + "self_attn.o_proj", policy),
         kc=cp.zeros((C, lc.n_kv_heads, hd), cp.float32), vc=cp.zeros((C, lc.n_kv_heads, hd), cp.float32),
         slot_pos=cp.full(C, -1, cp.int32),
-        post_attn_norm=norm("post_attention_layernorm") if sandwich else None,
-        post_ffn_norm=norm("post_feedforward_layernorm") if sandwich else None,
+        post_attn_norm=norms.get("post_attn_norm"), post_ffn_norm=norms.get("post_ffn_norm"),
         k_eq_v=lc.k_eq_v, v_norm=cfg.v_norm, eps=float(cfg.rms_eps), offset=float(cfg.norm_offset),
         softcap=float(cfg.attn_softcap or 0.0), act=cfg.activation, inv_freq=inv_freq, rope_scaling=rope_scaling)
     if cfg.qk_norm:
@@ -154,7 +152,7 @@ def _layer(cfg, lc, tensors, policy, max_context, prefill_chunk, tables, cp) -> 
     if lc.sinks:
         layer.sinks = vector(_get(tensors, p + "self_attn.sinks"), lc.n_heads, p + "sinks")
     if lc.moe:
-        router = p + ("mlp.router" if _has(tensors, p + "mlp.router.weight") else "mlp.gate")
+        router = p + router_name(lambda name: _has(tensors, name), p)
         layer.router = _linear(tensors, router, policy if policy != "nvfp4" else "fp32")
         layer.experts_gu = _experts(tensors, p + "mlp.experts", policy, "gate_up")
         layer.experts_down = _experts(tensors, p + "mlp.experts", policy, "down")

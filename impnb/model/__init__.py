@@ -87,7 +87,7 @@ class Model:
             self._to_device()
         self.unused_tensors = store.unused()
         surprising = unexpected(self.unused_tensors)
-        if surprising:  # seed 000: a checkpoint tensor the forward never reads is how silent misloads look
+        if surprising:  # a checkpoint tensor the forward never reads is how a silent misload looks
             warnings.warn(f"{len(surprising)} checkpoint tensors are not used by the {config.arch} forward pass: "
                           f"{', '.join(surprising[:8])}{' ...' if len(surprising) > 8 else ''}", stacklevel=2)
 
