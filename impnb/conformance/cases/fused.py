@@ -84,6 +84,16 @@ def _norm_add(rng, size):
     return (_x(rng, t, d, scale=5.0), _x(rng, t, d, scale=30.0), _x(rng, d, scale=0.2)), {"eps": 1e-6, "offset": 1.0}
 
 
+@case("rms_norm_add", "llama_style_cancelling")
+def _norm_add_cancel(rng, size):
+    t, d = (2, 24) if size == "tiny" else (4, 2048)
+    x = _x(rng, t, d)
+    w = _norm_w(rng, d)
+    from ...reference.norms import rms_norm
+    tail = _x(rng, t, d, scale=0.01)
+    return (-rms_norm(x, w, eps=1e-6) + tail, x, w), {"eps": 1e-6}  # x ~ -rms_norm(t): the sum cancels
+
+
 # ---- rope family: QK-norm + RoPE + KV append -----------------------------------------------------------------
 def _cache(rng, c, hkv, d, filled):
     k, v = _x(rng, c, hkv, d), _x(rng, c, hkv, d)
