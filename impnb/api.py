@@ -144,12 +144,14 @@ def load_model(path=None, backend: str | None = None, *, progress: bool = False,
 
 
 def _build_model(config, tensors, backend: str | None, weights: str | None):
-    """The reference Model, or the CUDA engine (impnb/cuda/_model.py) for backend "cuda" / "check" (and for None
-    when a GPU is usable and IMPNB_BACKEND is unset). ``weights``: the engine's weight policy ("auto", "bf16",
-    "fp16", "fp32", or "nvfp4" = quantize every dense linear at load, for both backends)."""
+    """The reference Model, or the CUDA engine (impnb/engine/model.py) for backend "cuda" / "check" (and for None
+    when a GPU is usable and IMPNB_BACKEND is unset); an architecture the engine does not run goes op by op on the
+    CUDA ops (check: every op against its reference). "check:<name>" checks a registered backend op by op.
+    ``weights``: the engine's weight policy ("auto", "bf16", "fp16", "fp32", or "nvfp4" = quantize every dense
+    linear at load, for both backends)."""
     from .model import Model
     if weights == "nvfp4":
-        from .cuda._model import QuantizedLinears
+        from .model.quantized import QuantizedLinears
         tensors = QuantizedLinears(config, tensors)
     engine = backend in ("cuda", "check")
     if backend is None and not os.environ.get("IMPNB_BACKEND"):
@@ -157,15 +159,14 @@ def _build_model(config, tensors, backend: str | None, weights: str | None):
         engine = runtime.gpu_usable()
     if not engine:
         return Model(config, tensors, backend=backend)
-    from .cuda._model import build_model
+    from .engine.model import build_model
     from .errors import Unsupported
     try:
         return build_model(config, tensors, backend=backend or "cuda", weights=weights or "auto")
-    except Unsupported as exc:
-        if backend == "check":
-            raise
+    except Unsupported as exc:  # op by op on the registry's CUDA ops (check: each op against its reference)
+        fallback = "check" if backend == "check" else "cuda"
         print(f"note: {exc}; running the model op by op on the CUDA ops instead", file=sys.stderr)
-        return Model(config, tensors, backend="cuda")
+        return Model(config, tensors, backend=fallback)
 
 
 def _tokenizer_and_chat(ckpt, resolved: Path):

@@ -21,7 +21,8 @@ class CrossCheckError(ImpnbError, AssertionError):
     """backend="check" found the CUDA result outside the tolerance table's rule for this op.
 
     Attributes: op, rule, index (worst element), reference, fast (the two values there),
-    reference_bits, fast_bits (hex bit patterns), mismatches (count), total.
+    reference_bits, fast_bits (hex bit patterns), mismatches (count), total; ``layer`` (the decoder layer the op
+    ran in, None outside the layers) and ``where`` once a model adds that context (``in_context``).
     """
 
     def __init__(self, op, rule, index, reference, fast, reference_bits, fast_bits, mismatches, total, detail=""):
@@ -29,9 +30,17 @@ class CrossCheckError(ImpnbError, AssertionError):
         self.reference, self.fast = reference, fast
         self.reference_bits, self.fast_bits = reference_bits, fast_bits
         self.mismatches, self.total = mismatches, total
+        self.layer, self.where = None, None
         msg = (f"{op}: {mismatches}/{total} elements outside {rule}; worst at index {index}: "
                f"reference={reference!r} ({reference_bits}) fast={fast!r} ({fast_bits})")
         super().__init__(msg + (f"; {detail}" if detail else ""))
+
+    def in_context(self, layer, where: str) -> "CrossCheckError":
+        """Name where in the model the op ran: ``layer`` (int or None) and a phrase such as "layer 3"."""
+        if self.where is None:
+            self.layer, self.where = layer, where
+            self.args = (f"first op outside its tolerance: {where}, {self.args[0]}",) + self.args[1:]
+        return self
 
 
 class UnsupportedArchitecture(Unsupported, ValueError):

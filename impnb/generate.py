@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--quantize", choices=("nvfp4",), help="quantize every dense linear to NVFP4 at load (both "
                                                            "backends; the CUDA engine then runs NVFP4 natively)")
     ap.add_argument("--weights", choices=("auto", "bf16", "fp16", "fp32"), default=None,
-                    help="CUDA engine weight storage for non-NVFP4 weights (default auto: see impnb/cuda/_engine_weights.py)")
+                    help="CUDA engine weight storage for non-NVFP4 weights (default auto: see impnb/cuda/_device_weights.py)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
     ap.add_argument("--dump-golden", metavar="FILE", help="write every named tap of the prompt's forward pass")
     return ap

@@ -5,7 +5,7 @@ Dimensions: C = a layer's slot capacity, Hkv = its KV heads, D / Dv = its k / v 
 Every slot records the absolute position it holds (``pos``, -1 = empty). Attention reads the VIEW ``[0, n)`` of
 the slots (n = slots filled so far) in slot order, and the mask is built from ``pos`` in that same frame
 (``impnb.ops.attention_mask``), so it is right after ring wrap-around, when the newest tokens sit in low slots and
-the order is not monotonic (seed 003: a mask in absolute coordinates read by view index -> -inf rows -> NaN).
+the order is not monotonic (a mask in absolute coordinates read by view index gives -inf rows, then NaN).
 
 Ring capacity = window + chunk (capped at max_tokens): a chunk of T <= chunk tokens at positions p0..p0+T-1 is
 written before attention; it evicts only positions <= p0 + T - 1 - C < p0 - window + 1, i.e. keys that no query of
@@ -30,14 +30,17 @@ class ContextOverflow(ImpnbError, ValueError):
 class LayerKV:
     """One layer's slots: k [C, Hkv, D], v [C, Hkv, Dv], pos [C] (int64, -1 empty)."""
 
-    def __init__(self, capacity: int, n_kv_heads: int, head_dim: int, v_dim: int, ring_window: int | None):
+    def __init__(self, capacity: int, n_kv_heads: int, head_dim: int, v_dim: int, ring_window: int | None, *,
+                 xp=np):
         # ring_window: the sliding window when this is a wrapping ring, else None (the mask's window comes from the
-        # layer config either way)
+        # layer config either way). xp: the array module the slots live in (NumPy, or CuPy for a model whose ops
+        # run on the GPU: k, v and pos then stay on the device)
         self.capacity, self.window = int(capacity), ring_window
         self.ring = ring_window is not None
-        self.k = np.zeros((capacity, n_kv_heads, head_dim), np.float32)
-        self.v = np.zeros((capacity, n_kv_heads, v_dim), np.float32)
-        self.pos = np.full(capacity, -1, np.int64)
+        self.xp = xp
+        self.k = xp.zeros((capacity, n_kv_heads, head_dim), np.float32)
+        self.v = xp.zeros((capacity, n_kv_heads, v_dim), np.float32)
+        self.pos = xp.full(capacity, -1, np.int64)
         self.filled = 0  # slots [0, filled) have been written at least once
 
     def slots_for(self, positions: np.ndarray) -> np.ndarray:
@@ -53,10 +56,12 @@ class LayerKV:
         if self.ring and positions.size > self.capacity - self.window + 1:
             raise ValueError(f"a chunk of {positions.size} tokens does not fit a ring of {self.capacity} slots "
                              f"with window {self.window} (at most {self.capacity - self.window + 1})")
+        positions = np.asarray(positions)
         slots = self.slots_for(positions)
-        self.k[slots] = k
-        self.v[slots] = v
-        self.pos[slots] = positions
+        index = self.xp.asarray(slots)
+        self.k[index] = k
+        self.v[index] = v
+        self.pos[index] = self.xp.asarray(positions)
         self.filled = max(self.filled, int(slots.max()) + 1) if slots.size else self.filled
 
     def view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -68,7 +73,7 @@ class LayerKV:
 class KVCache:
     """All layers' caches for one sequence. ``position`` = tokens already in the cache."""
 
-    def __init__(self, config, max_tokens: int, *, chunk: int = 256):
+    def __init__(self, config, max_tokens: int, *, chunk: int = 256, xp=np):
         if max_tokens <= 0:
             raise ValueError(f"max_tokens must be positive, got {max_tokens}")
         if max_tokens > config.max_position_embeddings:
@@ -77,6 +82,7 @@ class KVCache:
         self.max_tokens = int(max_tokens)
         self.chunk = int(max(1, min(chunk, max_tokens)))
         self.position = 0
+        self.xp = xp
         self.layers: list[LayerKV] = []
         for lc in config.layers:  # a KV-sharing layer (Gemma-4) reads its producer's slots: the same object
             self.layers.append(self.layers[lc.kv_source] if lc.kv_source is not None else self._layer(lc))
@@ -85,8 +91,8 @@ class KVCache:
         if lc.kind == "sliding":
             capacity = min(lc.window + self.chunk, self.max_tokens)
             window = lc.window if capacity < self.max_tokens else None  # a ring that never wraps is a plain cache
-            return LayerKV(capacity, lc.n_kv_heads, lc.head_dim, lc.head_dim, window)
-        return LayerKV(self.max_tokens, lc.n_kv_heads, lc.head_dim, lc.head_dim, None)
+            return LayerKV(capacity, lc.n_kv_heads, lc.head_dim, lc.head_dim, window, xp=self.xp)
+        return LayerKV(self.max_tokens, lc.n_kv_heads, lc.head_dim, lc.head_dim, None, xp=self.xp)
 
     def reserve(self, n_tokens: int) -> None:
         """Raise ContextOverflow unless ``n_tokens`` more tokens fit."""

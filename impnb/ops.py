@@ -17,7 +17,8 @@ Call an op as ``impnb.ops.<name>(*args, backend=None, **kwargs)``:
   * ``backend="<name>"`` runs an implementation registered with ``register_backend(name, resolver)`` (another
     engine's kernels, say), and ``backend="check:<name>"`` runs it and the reference and compares them.
 
-``python -m impnb.ops`` prints the coverage table (which ops have a CUDA path, which are pending).
+``python -m impnb.ops`` prints the coverage table (which ops have a CUDA path, which are pending); ``--json`` prints
+every op with the CUDA kernels it owns and its number of cross-check cases.
 """
 from __future__ import annotations
 
@@ -41,45 +42,78 @@ class OpSpec:
     family: str
     exact: bool  # True: the contract is bit-exact (codecs, packing, masks, top-k ids)
     summary: str
+    # The CUDA entry points that implement the op: ``__global__`` names in impnb/cuda/kernels/<family>.cu (a
+    # template's name, compiled as name<args>) and Numba ``@cuda.jit`` kernel names. Empty: the CUDA path is CuPy
+    # array expressions / cuBLAS only. Every kernel under impnb/ belongs to exactly one op (tests/test_registry.py).
+    kernels: tuple[str, ...] = ()
 
 
 # ---- the registry: one line per op. Add new ops here (and nowhere else). ------------------------------------
 _SPECS = [
-    # formats (issue: op core)
-    OpSpec("fp8_e4m3_encode", "fp8", True, "float -> FP8 E4M3FN byte, RNE, SATFINITE or NaN-on-overflow"),
-    OpSpec("fp8_e4m3_decode", "fp8", True, "FP8 E4M3FN byte -> float32"),
-    OpSpec("e2m1_encode", "fp4", True, "float -> FP4 E2M1 code 0..15, RNE, +-6 saturation"),
-    OpSpec("e2m1_decode", "fp4", True, "FP4 E2M1 code -> float32"),
-    OpSpec("fp4_pack", "fp4", True, "codes [..., K] -> bytes [..., K/2], element 2i in the low nibble"),
-    OpSpec("fp4_unpack", "fp4", True, "bytes [..., K/2] -> codes [..., K]"),
-    OpSpec("nvfp4_quantize", "nvfp4", True, "float32 [N, K] -> NVFP4Tensor (compressed-tensors or ModelOpt)"),
-    OpSpec("nvfp4_dequantize", "nvfp4", False, "NVFP4Tensor -> float32 [N, K]"),
-    OpSpec("nvfp4_gemv", "nvfp4", False, "NVFP4Tensor [N, K] @ x [K] -> float32 [N]"),
-    OpSpec("nvfp4_gemm", "nvfp4", False, "X [M, K] @ NVFP4Tensor[N, K].T -> float32 [M, N]"),
-    # W4A4 (issue 7): run-time NVFP4 quantize-dequantize of a Linear's input with its stored input scale
+    # formats: FP8 / FP4 codecs, NVFP4 quantization and products
+    OpSpec("fp8_e4m3_encode", "fp8", True, "float -> FP8 E4M3FN byte, RNE, SATFINITE or NaN-on-overflow",
+           ("fp8_encode_kernel",)),
+    OpSpec("fp8_e4m3_decode", "fp8", True, "FP8 E4M3FN byte -> float32", ("fp8_decode_kernel",)),
+    OpSpec("e2m1_encode", "fp4", True, "float -> FP4 E2M1 code 0..15, RNE, +-6 saturation", ("e2m1_encode_kernel",)),
+    OpSpec("e2m1_decode", "fp4", True, "FP4 E2M1 code -> float32", ("e2m1_decode_kernel",)),
+    OpSpec("fp4_pack", "fp4", True, "codes [..., K] -> bytes [..., K/2], element 2i in the low nibble",
+           ("fp4_pack_kernel",)),
+    OpSpec("fp4_unpack", "fp4", True, "bytes [..., K/2] -> codes [..., K]", ("fp4_unpack_kernel",)),
+    OpSpec("nvfp4_quantize", "nvfp4", True, "float32 [N, K] -> NVFP4Tensor (compressed-tensors or ModelOpt)",
+           ("abs_max_kernel", "quantize_ct_kernel", "quantize_modelopt_kernel")),
+    OpSpec("nvfp4_dequantize", "nvfp4", False, "NVFP4Tensor -> float32 [N, K] (also the engine's prefill rows)",
+           ("dequantize_kernel", "nvfp4_dequant_rows")),
+    OpSpec("nvfp4_gemv", "nvfp4", False, "NVFP4Tensor [N, K] @ x [K] -> float32 [N] (the engine's GEMV)",
+           ("gemv_nvfp4",)),
+    OpSpec("nvfp4_gemm", "nvfp4", False, "X [M, K] @ NVFP4Tensor[N, K].T -> float32 [M, N]",
+           ("nvfp4_gemv_kernel", "nvfp4_dequant_qs_half", "split_rows_half", "combine_rows")),
+    # W4A4: run-time NVFP4 quantize-dequantize of a Linear's input with its stored input scale
     OpSpec("fake_quantize_nvfp4_activations", "nvfp4_act", True,
-           "X [..., K] -> X^: per-16 block scales fp8(igs*amax/6), e2m1 codes, dequantized float32"),
-    # sampling (issue 5): logits processing and deterministic token choice (caller-supplied uniform u)
+           "X [..., K] -> X^: per-16 block scales fp8(igs*amax/6), e2m1 codes, dequantized float32",
+           ("fake_quantize_kernel",)),
+    # sampling: logits processing and deterministic token choice (caller-supplied uniform u)
     OpSpec("repetition_penalty", "sampling", True, "logits [..., V], ids [N] -> x/p (x>=0) or x*p (x<0) at the ids"),
     OpSpec("ban_tokens", "sampling", True, "logits [..., V], ids [N] -> -inf at the banned ids"),
     OpSpec("filter_logits", "sampling", True, "logits / temperature, then top-k, top-p, min-p cuts to -inf"),
     OpSpec("sample_token", "sampling", True, "inverse-CDF draw in id order with a given u in [0, 1) -> int64"),
-    OpSpec("argmax_token", "sampling", True, "greedy id, lowest id on ties -> int64"),
-    # model ops (issue 5): the transformer forward is written only in these
-    OpSpec("embedding", "embedding", False, "ids [T], table [V, D] -> table[ids] * scale, float32 [T, D]"),
+    OpSpec("argmax_token", "sampling", True, "greedy id, lowest id on ties -> int64 (the engine's device argmax)",
+           ("argmax_partials", "argmax_select")),
+    # model ops: the transformer forward is written only in these
+    OpSpec("embedding", "embedding", False, "ids [T], table [V, D] (or NVFP4) -> table[ids] * scale, float32 [T, D]",
+           ("embed_rows", "embed_nvfp4_rows")),
     OpSpec("linear", "linear", False, "x [T, K] @ W[N, K].T + b -> float32 [T, N] (dense float weights)"),
-    OpSpec("rms_norm", "norms", False, "x / sqrt(mean(x^2) + eps) * (offset + w) over the last axis"),
+    OpSpec("rms_norm_linear", "linear", False, "linear(rms_norm(x), W, b) [softcap]: q|k|v, gate|up, router, head",
+           ("rms_norm_gemv",)),
+    OpSpec("gated_linear", "linear", False, "linear(act(gate) * up, W, b) [+ residual]: the down projection",
+           ("gated_gemv",)),
+    OpSpec("rms_norm", "norms", False, "x / sqrt(mean(x^2) + eps) * (offset + w) over the last axis",
+           ("rms_norm_rows",)),
+    OpSpec("rms_norm_add", "norms", False, "x + rms_norm(t, w): a sandwich post-norm added to the residual",
+           ("rms_norm_add_rows",)),
     OpSpec("rope", "rope", False, "rotary embedding of x [T, H, D] at positions, neox or interleaved, partial"),
+    OpSpec("qkv_rope_append", "rope", False, "split q|k|v, QK-norm, RoPE, v-norm; append k, v at slot pos % C",
+           ("qkv_rope_append",)),
+    OpSpec("rms_norm_qkv_rope_append", "rope", False, "qkv_rope_append(rms_norm_linear(x, W_qkv)), no QK-norm",
+           ("rms_norm_qkv_rope_gemv",)),
     OpSpec("attention_mask", "masks", True, "bool [T, S] from query positions and each view slot's position"),
     OpSpec("attention", "attention", False, "GQA softmax(q k^T * scale [softcap] [mask] [+sink]) v, float32"),
+    OpSpec("attention_decode", "attention", False, "split-K partials (max, sum, acc) of one token over cache slots",
+           ("attention_partials",)),
+    OpSpec("attention_output", "attention", False, "linear(combine(split-K partials [+ sinks]), W_o, b) [+ residual]",
+           ("attention_output_gemv",)),
     OpSpec("silu", "activations", False, "x * sigmoid(x)"),
     OpSpec("gelu_tanh", "activations", False, "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))"),
     OpSpec("swiglu", "activations", False, "silu(gate) * up"),
     OpSpec("geglu_tanh", "activations", False, "gelu_tanh(gate) * up"),
     OpSpec("swiglu_oai", "activations", False, "gpt-oss clamped SwiGLU: (clip(u) + 1) * g sigmoid(alpha g)"),
+    OpSpec("gated_activation", "activations", False, "[gate | up] -> act(gate) * up (silu, gelu_tanh, swiglu_oai)",
+           ("gated_act_rows",)),
     OpSpec("softcap", "activations", False, "cap * tanh(x / cap)"),
-    OpSpec("moe_route", "moe", True, "router logits [T, E] -> (weights [T, K], ids [T, K]), lower id wins ties"),
+    OpSpec("moe_route", "moe", True, "router logits [T, E] -> (weights [T, K], ids [T, K]), lower id wins ties",
+           ("moe_route_topk",)),
     OpSpec("moe_experts", "moe", False, "routed expert FFNs: sum_k w * down(act(gate_up x)), routed tokens only"),
+    OpSpec("rms_norm_moe_experts", "moe", False, "moe_experts(rms_norm(x), ...) [+ residual]: grouped expert GEMVs",
+           ("moe_up_gemv", "moe_down_gemv")),
 ]
 
 OPS: dict[str, OpSpec] = {}
@@ -247,8 +281,33 @@ def coverage_table() -> str:
     return "\n".join(rows)
 
 
+def op_table() -> dict:
+    """{"ops": [{"name", "family", "exact", "summary", "kernels", "cases", "cuda", "tolerance"}]}: what
+    ``python -m impnb.ops --json`` prints (kernels: the CUDA entry points the op owns; cases: its cross-check cases
+    in impnb/conformance/cases)."""
+    from . import tolerances
+    from .conformance.cases import load_all
+    cases = load_all()
+    rows = []
+    for spec in OPS.values():
+        rules = tolerances.TOLERANCES.get(spec.name, {})
+        rows.append({"name": spec.name, "family": spec.family, "exact": spec.exact, "summary": spec.summary,
+                     "kernels": list(spec.kernels), "cases": len(cases.get(spec.name, [])),
+                     "cuda": "pending" if spec.name in CUDA_PENDING else "yes",
+                     "tolerance": {dtype: str(rule) for dtype, rule in rules.items()}})
+    return {"ops": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
-    print(coverage_table())
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m impnb.ops", description="the registered ops of impnb")
+    parser.add_argument("--json", action="store_true", help="print the op table as JSON (kernels and case counts)")
+    args = parser.parse_args(argv)
+    if args.json:
+        import json
+        print(json.dumps(op_table(), indent=1))
+    else:
+        print(coverage_table())
     return 0
 
 

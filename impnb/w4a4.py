@@ -85,7 +85,7 @@ def enable_w4a4(model, tensors) -> int:
     """
     scales = input_scales(tensors)
     bad = {m: v for m, (v, _) in scales.items() if not (np.isfinite(v) and v > 0)}
-    if bad:  # seed 002: a zero / non-finite scale must be a clear error at load, not NaNs mid-generation
+    if bad:  # a zero / non-finite scale must be a clear error at load, not NaNs mid-generation
         raise ValueError(f"W4A4: unusable input scales (0, negative, inf or NaN): {sorted(bad.items())[:4]}")
     if not scales:
         raise ValueError("W4A4 needs input scales (input_global_scale / input_scale); this checkpoint has none "

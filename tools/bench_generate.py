@@ -2,7 +2,7 @@
 bf16 (eager, and static cache + torch.compile where it runs), in the same run.
 
 Models: the exact architectures of SmolLM2-135M, Gemma-3-270M and a Qwen3-30B-A3B-style MoE stack (``--moe-layers``
-of its 48 layers), random weights built ON the device (impnb.cuda._random_models; real files cannot travel).
+of its 48 layers), random weights built ON the device (tools/random_models.py; real files cannot travel).
 Per row: prefill tokens/s (a ``--prompt``-token prompt), decode tokens/s (``--decode`` tokens, greedy, after that
 prompt), kernels launched per decode token (impnb: counted at graph capture; HF: torch.profiler over one step),
 and for impnb the weight bytes one decode step reads, the achieved GB/s and its share of the device-to-device copy
@@ -58,24 +58,19 @@ def kernel_profile(eng, repeats: int = 20) -> dict:
     ``repeats`` times in a graph of its own and replayed; its graph-node time is the median replay / repeats.
     Summed per kernel name (us). Repeats find their weights warm in L2 (a lower bound for weights < 50 MB)."""
     import cupy as cp
-    from impnb.cuda import _engine_kernels as K
-    recorded, original = [], K.launch
-    K.launch = lambda *a, **kw: recorded.append((a, kw))
-    try:
+    from impnb.cuda._launch import launch_raw, recorded_launches
+    with recorded_launches() as recorded:
         with eng._stream:
             eng._step(True)
-    finally:
-        K.launch = original
     out = {}
     s = eng._stream
-    for args, kw in recorded:
-        name = args[0]
-        if name == "argmax_final":  # advances the position: not repeatable
+    for filename, name, grid, block, args, smem in recorded:
+        if name == "argmax_select":  # advances the position: not repeatable
             continue
         with s:
             s.begin_capture()
             for _ in range(repeats):
-                original(*args, **kw)
+                launch_raw(filename, name, grid, block, args, shared_mem=smem)
             graph = s.end_capture()
             graph.launch(s)
             times = []
@@ -93,8 +88,8 @@ def kernel_profile(eng, repeats: int = 20) -> dict:
 
 def bench_impnb(name, fmt, cfg, prompt, n_decode, copy_gbps):
     import cupy as cp
-    from impnb.cuda._engine import Engine, decode_bytes
-    from impnb.cuda._random_models import device_tensors
+    from impnb.engine.engine import Engine, decode_bytes
+    from tools.random_models import device_tensors
     eng = Engine(cfg, device_tensors(cfg, fmt), weights="auto", max_context=len(prompt) + n_decode + 8,
                  prefill_chunk=len(prompt))
     eng.generate_greedy(prompt, 8)  # compile, capture the graphs, warm cuBLAS
@@ -217,7 +212,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     import cupy as cp
-    from impnb.cuda._random_models import ARCHS, config_for
+    from tools.random_models import ARCHS, config_for
     props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
     device = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     copy_gbps = copy_bandwidth_gbps()

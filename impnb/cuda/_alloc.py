@@ -65,6 +65,11 @@ def guarded_allocations():
     guards.check()
 
 
+def guards_active() -> bool:
+    """True inside ``guarded_allocations()`` (tests)."""
+    return getattr(_active, "guards", None) is not None
+
+
 def empty(shape, dtype, *, label: str = "output"):
     """An uninitialised array of the CUDA path (CuPy on a GPU, NumPy in the simulator), guarded in tests."""
     from ._launch import xp

@@ -6,11 +6,12 @@ under CUDA-graph capture) takes every impnb op along. Numba kernels go onto that
 graph capture is illegal). Under the Numba simulator (``NUMBA_ENABLE_CUDASIM=1``) arrays are NumPy arrays, there
 are no streams, and CuPy RawKernels cannot run (``require_gpu`` says so).
 
-Compile once: a RawModule is built once per (file, template instantiation) and kept (``raw_function``); Numba
+Compile once: a RawModule is built once per .cu file with all its instantiations and kept (``raw_function``); Numba
 dispatchers compile once per argument-type signature. ``compile_counts()`` lets tests check nothing recompiles.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.resources
 
@@ -59,26 +60,76 @@ def current_stream(stream=None):
 
 
 # ---- CuPy RawModule (CUDA C in impnb/cuda/kernels/*.cu) ------------------------------------------------------
+HEADER = "impnb.cuh"
+
+
 def kernel_source(filename: str) -> str:
-    return importlib.resources.files("impnb.cuda.kernels").joinpath(filename).read_text()
+    """The source of ``filename`` with ``#include "impnb.cuh"`` replaced by the header's text (one translation
+    unit: NVRTC needs no include path)."""
+    root = importlib.resources.files("impnb.cuda.kernels")
+    text = root.joinpath(filename).read_text()
+    return text.replace(f'#include "{HEADER}"', root.joinpath(HEADER).read_text(), 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _module(filename: str, names: tuple[str, ...]):
+    import cupy
+    _raw_builds["modules"] += 1
+    return cupy.RawModule(code=kernel_source(filename), options=_NVRTC_OPTIONS,
+                          name_expressions=[n for n in names if "<" in n] or None)
 
 
 @functools.lru_cache(maxsize=None)
 def raw_function(filename: str, name: str):
-    """The compiled kernel ``name`` (a plain extern "C" name or a template instantiation like ``k<4,1,16>``),
-    compiled once per process (CuPy also keeps the binary in its disk cache)."""
-    import cupy
-    templated = "<" in name
-    module = cupy.RawModule(code=kernel_source(filename), options=_NVRTC_OPTIONS,
-                            name_expressions=[name] if templated else None)
-    _raw_builds["modules"] += 1
-    return module.get_function(name)
+    """The compiled kernel ``name`` (a plain extern "C" name or a template instantiation like ``k<4,1,16>``): one
+    RawModule per file with every instantiation of impnb.cuda._kernels, compiled once per process (CuPy also keeps
+    the binary in its disk cache); a name outside that list gets a module of its own."""
+    from ._kernels import instantiations
+    known = tuple(instantiations(filename))
+    return _module(filename, known if name in known else (name,)).get_function(name)
+
+
+_recording: list | None = None
+
+
+@contextlib.contextmanager
+def recorded_launches():
+    """Within the block, CUDA C launches are recorded, not run: yields the list of (filename, name, grid, block,
+    args, shared_mem) (tools/bench_generate.py replays each alone to time it)."""
+    global _recording
+    previous, _recording = _recording, []
+    try:
+        yield _recording
+    finally:
+        _recording = previous
 
 
 def launch_raw(filename: str, name: str, grid, block, args, *, stream=None, shared_mem: int = 0) -> None:
+    if _recording is not None:
+        _recording.append((filename, name, grid, block, args, shared_mem))
+        return
     fn = raw_function(filename, name)
+    if shared_mem > 48 * 1024 and fn.max_dynamic_shared_size_bytes < shared_mem:
+        fn.max_dynamic_shared_size_bytes = shared_mem
     with current_stream(stream):
-        fn(tuple(grid), tuple(block), args, shared_mem=shared_mem)
+        fn(_dims(grid), _dims(block), tuple(kernel_arg(a) for a in args), shared_mem=int(shared_mem))
+
+
+def _dims(d) -> tuple:
+    return tuple(int(v) for v in d) if isinstance(d, (tuple, list)) else (int(d),)
+
+
+def kernel_arg(a):
+    """A kernel argument: None -> a null pointer, bool / int -> int32, float -> float32, arrays as they are."""
+    if a is None:
+        return np.uint64(0)
+    if isinstance(a, (bool, np.bool_)):
+        return np.int32(int(a))
+    if isinstance(a, (int, np.integer)) and not isinstance(a, (np.int64, np.uint64)):
+        return np.int32(a)
+    if isinstance(a, (float, np.floating)):
+        return np.float32(a)
+    return a
 
 
 # ---- Numba kernels -----------------------------------------------------------------------------------------------
@@ -108,3 +159,10 @@ def compile_counts(*numba_kernels) -> dict:
         name = getattr(getattr(k, "py_func", None), "__name__", None) or getattr(k, "__name__", repr(k))
         counts[name] = len(getattr(k, "overloads", {}) or {})
     return counts
+
+
+@functools.lru_cache(maxsize=1)
+def sm_count() -> int:
+    """Streaming multiprocessors of the current device (grid sizes of the engine's kernels)."""
+    import cupy
+    return int(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["multiProcessorCount"])

@@ -1,4 +1,5 @@
-"""Activations, CUDA path (same signatures as impnb/reference/activations.py): CuPy elementwise kernels in float32.
+"""Activations, CUDA path (same signatures as impnb/reference/activations.py): CuPy elementwise kernels in float32,
+and gated_activation on kernels/activations.cu (the engine's prefill MLP activation, ``gated_act_rows``).
 
 Elementwise, any shape. CUDA's expf / tanhf are within 1-2 ulp of NumPy's float32 exp / tanh (tolerance table).
 GPU only (CuPy).
@@ -72,3 +73,33 @@ def softcap(x, *, cap):
     import cupy as cp
     x = _f32(x)
     return guarded(cp.float32(cap) * cp.tanh(x / cp.float32(cap)), "softcap")
+
+
+# ---- the engine's prefill activation (kernels/activations.cu) --------------------------------------------------
+def gated_act_rows(gate_up, rows: int, width: int, activation: str, out) -> None:
+    """out [rows, I] = act(gate) * up for gate_up [rows, 2I] (act: silu or gelu_tanh, tanhf form)."""
+    from ._kernels import ACTS
+    from ._launch import launch_raw, sm_count
+    total = rows * width
+    if total:
+        launch_raw("activations.cu", "gated_act_rows", (min(-(-total // 256), 16 * sm_count()),), (256,),
+                   (gate_up, rows, width, 0 if ACTS[activation] == ACTS["silu"] else 1, out))
+
+
+@gpu_only
+def gated_activation(gate_up, *, activation="silu", alpha=1.702, limit=7.0):
+    """act(gate) * up of gate_up [..., 2I] -> float32 [..., I]: silu / gelu_tanh on the engine's kernel,
+    swiglu_oai as CuPy expressions (the clamped form has no kernel)."""
+    require_gpu("gated_activation")
+    import cupy as cp
+    import numpy as np
+    from . import _alloc
+    gu = cp.ascontiguousarray(_f32(gate_up))
+    width = gu.shape[-1] // 2
+    if activation == "swiglu_oai":
+        return swiglu_oai(gu[..., :width], gu[..., width:], alpha=alpha, limit=limit)
+    if activation not in ("silu", "gelu_tanh"):
+        raise ValueError(f"gated_activation: activation {activation!r}; expected silu, gelu_tanh or swiglu_oai")
+    out = _alloc.empty(gu.shape[:-1] + (width,), np.float32, label="gated_activation")
+    gated_act_rows(gu, int(np.prod(gu.shape[:-1], dtype=np.int64)), width, activation, out)
+    return out

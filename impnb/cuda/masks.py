@@ -2,7 +2,7 @@
 
 Dimensions: T query tokens, S slots of the cache view. allowed[t, s] = slot_pos[s] >= 0 and slot_pos[s] <=
 query_pos[t] and (window is None or query_pos[t] - slot_pos[s] < window), from the positions the slots RECORD
-(never from slot indices: seed 003). The decode attention kernel (engine.cu attn_partial) applies the same
+(never from slot indices). The decode attention kernel (kernels/attention.cu attention_partials) applies the same
 predicate inline. GPU only (CuPy).
 """
 from __future__ import annotations

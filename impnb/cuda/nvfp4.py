@@ -6,7 +6,13 @@ M = rows of the activation X.
 Which kernel does what, and why:
   * nvfp4_quantize / nvfp4_dequantize: Numba kernels (impnb/cuda/_nvfp4_kernels.py) in the reference's float32
     operation order, bit-identical; they run in the CUDA simulator too, so CI checks them. Load-time ops.
-  * nvfp4_gemv, and nvfp4_gemm for M <= SMALL_M (the decode / short-prefill path): one CUDA C kernel
+  * On a GPU, nvfp4_dequantize runs ``nvfp4_dequant_rows`` (kernels/nvfp4.cu), the kernel the engine's prefill
+    dequantizes weight row blocks with (``dequant_rows``): the same operation order, so bit-identical except
+    that CuPy's -ftz=true flushes a subnormal product q * m (a block scale over a global scale below 2^-126).
+  * nvfp4_gemv: the engine's GEMV (kernels/nvfp4.cu gemv_nvfp4<RR>, impnb.cuh gemv_body with a plain input
+    stage): one warp per 1 or 4 rows, 8-byte loads of packed bytes per lane, E2M1 decoded as fp16 bits times 2^-14
+    and a per-row multiplier 2^14 / gs (2^14 ws2) applied once per row.
+  * nvfp4_gemm for M <= SMALL_M (short prefills): one CUDA C kernel
     (kernels/nvfp4.cu, nvfp4_gemv_kernel<R, M, VEC, P>, geometry from _gemv_plan): 16- (or 8-) byte coalesced
     loads of packed bytes that skip L1, E2M1 and E4M3 decoded in registers with bit arithmetic (Hopper has no FP4
     convert), fp32 accumulation per 16-block then times the block scale, warp-shuffle + shared-memory reduction,
@@ -93,16 +99,31 @@ def _abs_max(flat) -> np.float32:
 def nvfp4_dequantize(t):
     """NVFP4Tensor [N, K] -> float32 W [N, K]: q * (s / gs) or q * (s * ws2), one rounding per element."""
     from ._nvfp4_kernels import dequantize_kernel
+    from ._runtime import mode
     t = _check_tensor(t, "nvfp4_dequantize")
     n, k = t.shape
     if not t.usable:
         return _alloc.zeros((n, k), np.float32, label="nvfp4_dequantize")
     packed, scales = _device_bytes(t)
     out = _alloc.empty((n, k), np.float32, label="nvfp4_dequantize")
-    launch_numba(dequantize_kernel, packed.size, packed.reshape(-1), scales.reshape(-1), F32(t.global_scale),
-                 1 if t.layout == "compressed-tensors" else 0, out.reshape(-1))
+    ct = 1 if t.layout == "compressed-tensors" else 0
+    if mode() == "gpu":
+        gs = _alloc.empty((n,), np.float32, label="nvfp4_dequantize per-row global scale")
+        gs.fill(F32(t.global_scale))
+        dequant_rows(packed, scales, gs, ct, 0, n, k, out)
+    else:
+        launch_numba(dequantize_kernel, packed.size, packed.reshape(-1), scales.reshape(-1), F32(t.global_scale),
+                     ct, out.reshape(-1))
     _nan_blocks_as_reference(out, scales)
     return out
+
+
+def dequant_rows(packed, scales, gs, ct: int, r0: int, n: int, k: int, out) -> None:
+    """out [n, K] = rows [r0, r0 + n) of an NVFP4 weight (packed [N, K/2], scales [N, K/16], per-row global scale
+    gs [N], ct: 1 divide / 0 multiply), as nvfp4_dequantize; the engine's prefill calls it per row block."""
+    from ._launch import sm_count
+    launch_raw(KERNELS, "nvfp4_dequant_rows", (min(-(-n * k // THREADS), 16 * sm_count()),), (THREADS,),
+               (packed, scales, gs, int(ct), int(r0), int(n), int(k), out))
 
 
 def _nan_blocks_as_reference(out, scales) -> None:
@@ -121,10 +142,25 @@ def _nan_blocks_as_reference(out, scales) -> None:
 @gpu_only
 def nvfp4_gemv(t, x):
     """y = W x: NVFP4Tensor [N, K] times x [K] (float, cast to float32) -> float32 y [N]."""
+    from ._device_weights import DeviceLinear
+    from ._kernels import FMT_NVFP4
+    from .linear import gemv_rows_per_warp, launch_gemv
     t = _check_tensor(t, "nvfp4_gemv")
     require_gpu("nvfp4_gemv")
     x = _activations(x, t.shape[1], "nvfp4_gemv", ndim=1)
-    return _small_m(t, x.reshape(1, -1), "nvfp4_gemv").reshape(-1)
+    (n, k) = t.shape
+    y = _alloc.empty((n,), np.float32, label="nvfp4_gemv")
+    if not t.usable or n == 0:
+        y[...] = 0
+        return y
+    packed, scales = _device_bytes(t)
+    rmult = _alloc.empty((n,), np.float32, label="nvfp4_gemv per-row multiplier")
+    scalar = F32(t.global_scale)
+    rmult.fill(F32(16384.0) * (F32(1.0) / scalar if t.layout == "compressed-tensors" else scalar))
+    w = DeviceLinear(FMT_NVFP4, n, k, _realign(packed, 8), scales, rmult)
+    rows = gemv_rows_per_warp(n)
+    launch_gemv(KERNELS, f"gemv_nvfp4<{rows}>", w, x, y, rows=rows)
+    return y
 
 
 @gpu_only

@@ -3,7 +3,8 @@
 Dimensions: V vocabulary, ... rows, N ids of a token set. Same contract as the reference: stable order (descending,
 ties -> lower id), float64 keep/cut decisions and CDF, the caller's uniform u. A cumulative sum on the device adds
 in a different order than NumPy's, so a draw can only differ when the CDF lands within ~1e-15 of u's threshold.
-The engine's greedy decode uses the argmax kernels of engine.cu inside its CUDA graph. GPU only (CuPy).
+argmax_token runs the engine's two-pass device argmax (kernels/sampling.cu; ``argmax_device`` on resident
+buffers inside the decode graph). GPU only (CuPy).
 """
 from __future__ import annotations
 
@@ -122,14 +123,42 @@ def sample_token(logits, u):
     return guarded(cp.minimum(ids, x.shape[-1] - 1).astype(cp.int64), "sample_token")
 
 
+def argmax_groups(vocab: int) -> int:
+    """Blocks of the first argmax pass (the engine sizes its partial buffers with it)."""
+    from ._launch import sm_count
+    return max(1, min(4 * sm_count(), -(-vocab // 256)))
+
+
+def argmax_device(logits, ban, vocab: int, part_v, part_i, st, out_ids, max_out: int) -> None:
+    """Greedy id of logits [V] on the device (kernels/sampling.cu): banned ids (ban uint8 [V] != 0) never win,
+    lowest id on ties; st[1] = the id, out_ids[st[2]] = it (while st[2] < max_out), st[2] += 1, st[0] += 1."""
+    from ._launch import launch_raw
+    groups = int(part_v.shape[0])
+    launch_raw("sampling.cu", "argmax_partials", (groups,), (256,), (logits, ban, vocab, part_v, part_i))
+    launch_raw("sampling.cu", "argmax_select", (1,), (32,), (part_v, part_i, groups, st, out_ids, max_out))
+
+
 @gpu_only
 def argmax_token(logits):
-    """Greedy choice: the id of the largest logit, the LOWEST id on ties (cupy.argmax). [..., V] -> int64 [...]."""
+    """Greedy choice: the id of the largest logit, the LOWEST id on ties. [..., V] -> int64 [...].
+    The engine's two-pass device argmax, one row at a time."""
     require_gpu("argmax_token")
     import cupy as cp
+    import numpy as np
+    from . import _alloc
     x = cp.asarray(logits)
     if x.ndim == 0:
         raise ValueError("logits must have a vocabulary axis, got a scalar")
     if bool(cp.isnan(x).any()):
         raise ValueError("argmax_token: logits contain NaN")
-    return guarded(cp.argmax(x, axis=-1).astype(cp.int64), "argmax_token")
+    rows = cp.ascontiguousarray(x.astype(cp.float32)).reshape(-1, x.shape[-1])
+    vocab = int(x.shape[-1])
+    groups = argmax_groups(vocab)
+    part_v, part_i = cp.empty(groups, cp.float32), cp.empty(groups, cp.int32)
+    st, picked = cp.zeros(4, cp.int32), cp.zeros(1, cp.int32)
+    out = _alloc.empty((rows.shape[0],), np.int64, label="argmax_token")
+    for r in range(rows.shape[0]):
+        st[2] = 0
+        argmax_device(rows[r], None, vocab, part_v, part_i, st, picked, 1)
+        out[r] = picked[0]
+    return out.reshape(x.shape[:-1])

@@ -21,7 +21,7 @@ def norm(ops, x, weight, cfg, *, offset=None):
 
 
 def _qk_norm(ops, x, weight, cfg):
-    """RMSNorm per head, or per chunk of qk_norm_dim < head_dim (seed 000's Gemma-4 GGUF geometry)."""
+    """RMSNorm per head, or per chunk of qk_norm_dim < head_dim (Gemma-4 GGUF geometry)."""
     t, heads, d = x.shape
     nd = weight.shape[0]  # head_dim, or a divisor of it (validated at load)
     y = norm(ops, x.reshape(t, heads, d // nd, nd), weight, cfg)  # [T, heads, D/nd, nd]

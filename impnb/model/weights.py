@@ -80,17 +80,33 @@ class WeightStore:
         return sorted(set(self.raw) - self.used)
 
 
+# ---- the weight plan: which checkpoint tensors make each role (read by this module and by the CUDA engine) ----
+def norm_names(config) -> dict:
+    """role -> the layer's norm module name: attn_norm, ffn_norm, and Gemma's sandwich post norms."""
+    if config.sandwich_norms:
+        return {"attn_norm": "input_layernorm", "post_attn_norm": "post_attention_layernorm",
+                "ffn_norm": "pre_feedforward_layernorm", "post_ffn_norm": "post_feedforward_layernorm"}
+    return {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
+
+
+def qkv_parts(lc) -> list[str]:
+    """The projections fused, in row order, into the layer's q|k|v weight: q only for a KV-sharing layer, no v
+    for k_eq_v layers (v is the raw k)."""
+    if lc.kv_source is not None:
+        return ["q_proj"]
+    return ["q_proj", "k_proj"] + ([] if lc.k_eq_v else ["v_proj"])
+
+
+def router_name(has, prefix: str) -> str:
+    """The MoE router module of layer ``prefix``: ``mlp.router`` (gpt-oss) or ``mlp.gate`` (Qwen-MoE, Mixtral)."""
+    return "mlp.router" if has(prefix + "mlp.router.weight") else "mlp.gate"
+
+
 def load_layer(store: WeightStore, config, lc) -> dict:
     """All float32 weights of layer ``lc`` (a LayerConfig), keyed by role."""
     p, h = f"layers.{lc.index}.", config.hidden_size
-    w = {"attn_norm": store.get(p + "input_layernorm.weight", (h,))}
+    w = {role: store.get(p + name + ".weight", (h,)) for role, name in norm_names(config).items()}
     w.update(_attention(store, p + "self_attn.", config, lc))
-    if config.sandwich_norms:
-        w["post_attn_norm"] = store.get(p + "post_attention_layernorm.weight", (h,))
-        w["ffn_norm"] = store.get(p + "pre_feedforward_layernorm.weight", (h,))
-        w["post_ffn_norm"] = store.get(p + "post_feedforward_layernorm.weight", (h,))
-    else:
-        w["ffn_norm"] = store.get(p + "post_attention_layernorm.weight", (h,))
     moe = config.moe if lc.moe else None
     if moe is None or moe.parallel_dense_mlp:
         w["mlp"] = _mlp(store, p + "mlp.", h)
@@ -108,13 +124,9 @@ def load_layer(store: WeightStore, config, lc) -> dict:
 
 def _attention(store, p, config, lc) -> dict:
     h, d = config.hidden_size, lc.head_dim
-    q = store.get(p + "q_proj.weight", (lc.n_heads * d, h))
-    if lc.kv_source is not None:  # KV-sharing layer: queries only
-        parts, names = [q], ["q_proj"]
-    else:
-        k = store.get(p + "k_proj.weight", (lc.n_kv_heads * d, h))
-        parts = [q, k] if lc.k_eq_v else [q, k, store.get(p + "v_proj.weight", (lc.n_kv_heads * d, h))]
-        names = ["q_proj", "k_proj"] + ([] if lc.k_eq_v else ["v_proj"])
+    names = qkv_parts(lc)
+    heads = {"q_proj": lc.n_heads, "k_proj": lc.n_kv_heads, "v_proj": lc.n_kv_heads}
+    parts = [store.get(p + n + ".weight", (heads[n] * d, h)) for n in names]
     biases = [store.get(p + n + ".bias", (part.shape[0],), optional=True) for n, part in zip(names, parts)]
     w = {"qkv": np.concatenate(parts, axis=0),
          "qkv_bias": None if all(b is None for b in biases) else
@@ -132,7 +144,7 @@ def _attention(store, p, config, lc) -> dict:
 
 
 def _qk_norm_weight(store, name, config, head_dim):
-    """A QK-norm weight [nd]: nd = head_dim, or a divisor of it (the norm then runs per chunk of nd, seed 000)."""
+    """A QK-norm weight [nd]: nd = head_dim, or a divisor of it (the norm then runs per chunk of nd)."""
     w = store.get(name)
     nd = w.shape[0] if w.ndim == 1 else -1
     if nd <= 0 or head_dim % nd or (config.qk_norm_dim and nd != config.qk_norm_dim):
@@ -166,7 +178,7 @@ def _moe(store, p, config, moe) -> dict:
              "post_experts_norm": store.get(p + "post_feedforward_layernorm_2.weight", (h,))}
         base = p + "experts."
     else:
-        name = "mlp.router" if store.has(p + "mlp.router.weight") else "mlp.gate"
+        name = router_name(store.has, p)
         w = {"router": store.get(p + name + ".weight", (e, h)),
              "router_bias": store.get(p + name + ".bias", (e,), optional=True), "expert_scale": None}
         base = p + "mlp.experts."
@@ -233,3 +245,13 @@ def check_layer_count(store: WeightStore, config) -> None:
     if found and max(found) >= config.n_layers:
         raise FormatError(f"checkpoint has tensors for layer {max(found)} but the config says "
                           f"{config.n_layers} layers")
+
+
+def layer_rope(lc, freq_factors):
+    """The RoPE config a layer runs: GGUF's ``rope_freqs`` (llama3 frequency factors) apply to full-attention
+    layers whose config has none of its own. One rule for both backends (impnb.model and the CUDA engine)."""
+    rope = lc.rope
+    if freq_factors is not None and rope.freq_factors is None and lc.kind == "full":
+        from dataclasses import replace
+        rope = replace(rope, freq_factors=tuple(float(f) for f in np.asarray(freq_factors).reshape(-1)))
+    return rope

@@ -63,3 +63,22 @@ def softcap(x, *, cap):
     """Logit soft-capping: cap * tanh(x / cap), elementwise, float32 (x / cap is a true division, as in HF)."""
     x = np.asarray(x, dtype=np.float32)
     return np.float32(cap) * np.tanh(x / np.float32(cap))
+
+
+def gated_activation(gate_up, *, activation="silu", alpha=1.702, limit=7.0):
+    """The gated activation of a fused [gate | up] projection, gate_up [..., 2I] -> float32 [..., I]:
+
+        silu:       swiglu(gate, up)      = silu(gate) * up
+        gelu_tanh:  geglu_tanh(gate, up)  = gelu_tanh(gate) * up
+        swiglu_oai: swiglu_oai(gate, up; alpha, limit)
+    with gate = gate_up[..., :I], up = gate_up[..., I:]."""
+    gate_up = np.asarray(gate_up, dtype=np.float32)
+    width = gate_up.shape[-1] // 2
+    gate, up = gate_up[..., :width], gate_up[..., width:]
+    if activation == "silu":
+        return swiglu(gate, up)
+    if activation == "gelu_tanh":
+        return geglu_tanh(gate, up)
+    if activation == "swiglu_oai":
+        return swiglu_oai(gate, up, alpha=alpha, limit=limit)
+    raise ValueError(f"gated_activation: activation {activation!r}; expected silu, gelu_tanh or swiglu_oai")

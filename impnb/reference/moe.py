@@ -87,3 +87,20 @@ def _gated(gate, up, activation, alpha, limit):
     if activation == "swiglu_oai":
         return swiglu_oai(gate, up, alpha=alpha, limit=limit)
     raise ValueError(f"moe_experts activation {activation!r}; expected silu, gelu_tanh or swiglu_oai")
+
+
+def rms_norm_moe_experts(x, norm_weight, weights, ids, gate_up, down, *, eps, offset=0.0, activation="silu",
+                         residual=None):
+    """Routed experts on a normed input (the engine's grouped expert GEMVs; no expert biases):
+
+        out = moe_experts(rms_norm(x, norm_weight; eps, offset), weights, ids, gate_up, down; activation)
+              (+ residual)
+
+    x [T, H]; weights float32 [T, K], ids int [T, K]; gate_up [E, 2I, H], down [E, H, I] (float32); activation
+    silu or gelu_tanh. float32 [T, H]."""
+    from .norms import rms_norm
+    if activation not in ("silu", "gelu_tanh"):
+        raise ValueError(f"rms_norm_moe_experts: activation {activation!r}; expected silu or gelu_tanh")
+    out = moe_experts(rms_norm(x, norm_weight, eps=eps, offset=offset), weights, ids, gate_up, down,
+                      activation=activation)
+    return out if residual is None else np.asarray(residual, dtype=np.float32) + out

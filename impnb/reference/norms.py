@@ -27,3 +27,12 @@ def rms_norm(x, weight, *, eps, offset=0.0):
         w = np.asarray(weight, dtype=np.float32)
         out *= (w + np.float32(offset)) if offset else w
     return out
+
+
+def rms_norm_add(x, t, weight, *, eps, offset=0.0):
+    """Sandwich post-norm added to the residual stream (Gemma's post-attention / post-FFN norms):
+
+        out = x + rms_norm(t, weight; eps, offset)
+
+    x, t float32 [..., D]; weight [D]. Returns float32 [..., D]."""
+    return np.asarray(x, dtype=np.float32) + rms_norm(t, weight, eps=eps, offset=offset)

@@ -126,3 +126,60 @@ def _yarn(cfg, dim, max_pos):
     extrapolation_weight = 1 - ramp
     inv = (1.0 / (factor * pos_freqs)) * (1 - extrapolation_weight) + (1.0 / pos_freqs) * extrapolation_weight
     return inv, scaling
+
+
+def qkv_rope_append(qkv, k_cache, v_cache, slot_pos, positions, inv_freq, *, n_heads, q_norm=None, k_norm=None,
+                    v_norm=False, k_eq_v=False, eps=1e-6, offset=0.0, style="neox", attention_scaling=1.0):
+    """Split a fused q|k|v projection, QK-norm it, rotate q and k, and append k, v to a layer's KV cache slots.
+
+    qkv [T, (Hq + 2 Hkv) D] (k_eq_v: [T, (Hq + Hkv) D], v is the raw k); caches [C, Hkv, D], slot_pos int [C]
+    (the absolute position each slot holds, -1 empty); positions int [T]. With slot = position mod C:
+        q = rope(rms_norm(q, q_norm) if q_norm else q)
+        k_cache[slot] = rope(rms_norm(k, k_norm) if k_norm else k)
+        v_cache[slot] = rms_norm(v, None; offset 0) if v_norm else v       (v taken before k's norm and RoPE)
+        slot_pos[slot] = position
+    Norm weights of length nd < D normalise each chunk of nd (QK-norm over chunks). rope: impnb.reference.rope
+    with inv_freq [F], ``style`` and ``attention_scaling``. Returns new arrays (q float32 [T, Hq, D], k_cache,
+    v_cache, slot_pos); the inputs are not modified."""
+    from .norms import rms_norm
+    qkv = np.asarray(qkv, dtype=np.float32)
+    t = qkv.shape[0]
+    c, hkv, d = np.shape(k_cache)
+    positions = np.asarray(positions, dtype=np.int64)
+    q = qkv[:, :n_heads * d].reshape(t, n_heads, d)
+    k = qkv[:, n_heads * d:(n_heads + hkv) * d].reshape(t, hkv, d)
+    v = k if k_eq_v else qkv[:, (n_heads + hkv) * d:(n_heads + 2 * hkv) * d].reshape(t, hkv, d)
+    if v_norm:
+        v = rms_norm(v, None, eps=eps, offset=0.0)
+    rot = dict(style=style, attention_scaling=attention_scaling)
+    q = rope(_chunk_norm(q, q_norm, eps, offset), positions, inv_freq, **rot)
+    k = rope(_chunk_norm(k, k_norm, eps, offset), positions, inv_freq, **rot)
+    k_out, v_out = np.array(k_cache, dtype=np.float32), np.array(v_cache, dtype=np.float32)
+    pos_out = np.array(slot_pos)
+    slots = positions % c
+    k_out[slots], v_out[slots], pos_out[slots] = k, v, positions
+    return q, k_out, v_out, pos_out
+
+
+def _chunk_norm(x, weight, eps, offset):
+    """rms_norm over each chunk of len(weight) of the head dim (the whole head when len(weight) == D)."""
+    if weight is None:
+        return x
+    from .norms import rms_norm
+    t, heads, d = x.shape
+    nd = np.shape(weight)[0]
+    return rms_norm(x.reshape(t, heads, d // nd, nd), weight, eps=eps, offset=offset).reshape(t, heads, d)
+
+
+def rms_norm_qkv_rope_append(x, norm_weight, weight, k_cache, v_cache, slot_pos, positions, inv_freq, *, n_heads,
+                             bias=None, eps, offset=0.0, style="neox", attention_scaling=1.0):
+    """The q|k|v projection of a normed input with RoPE and the KV append fused (layers without QK-norm):
+
+        qkv_rope_append(rms_norm_linear(x, norm_weight, W, bias; eps, offset), k_cache, v_cache, slot_pos,
+                        positions, inv_freq; n_heads, style, attention_scaling)
+
+    x [T, H]; W [(Hq + 2 Hkv) D, H] float32 or NVFP4Tensor. Returns (q [T, Hq, D], k_cache, v_cache, slot_pos)."""
+    from .linear import rms_norm_linear
+    qkv = rms_norm_linear(x, norm_weight, weight, bias, eps=eps, offset=offset)
+    return qkv_rope_append(qkv, k_cache, v_cache, slot_pos, positions, inv_freq, n_heads=n_heads, style=style,
+                           attention_scaling=attention_scaling)

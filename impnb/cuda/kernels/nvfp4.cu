@@ -1,5 +1,6 @@
-// NVFP4 kernels of impnb (CuPy RawModule through NVRTC; no fast-math: IEEE division and square root. CuPy
-// appends -ftz=true to every compile, so nothing here forms an fp32 subnormal from a code or scale byte).
+// Kernels of the nvfp4 family (impnb/cuda/nvfp4.py): CuPy RawModule through NVRTC; no fast-math: IEEE division and
+// square root. CuPy appends -ftz=true to every compile, so nothing here forms an fp32 subnormal from a code or scale
+// byte.
 //
 // Dimension legend: N = rows of W (output features), K = logical columns (K % 16 == 0), G = K / 16 blocks,
 // M = rows of the activation X, R = rows of W per thread, VEC = bytes of packed W per load (16 or 8),
@@ -8,50 +9,11 @@
 // Layout (impnb/formats.py): packed uint8 [N, K/2], element 2i in the low nibble of byte i; scales uint8 [N, G]
 // holding FP8 E4M3FN bytes; the per-tensor scalar gs is a divisor (compressed-tensors) or a multiplier (ModelOpt).
 //
-// Decode in registers (Hopper has no FP4 convert instruction):
-//   * E2M1 -> fp16 bits: code s e1 e0 m goes to fp16 sign bit 15 and bits 11..9 (exponent bits 1..0, mantissa
-//     bit 9). That fp16 is exactly e2m1 * 2^-14 (e = 0 lands on the fp16 subnormal m/2 * 2^-14). Two nibbles k
-//     and k+4 of a 32-bit word become one half2 with 2 shifts and 2 masks; half2 -> float2 is exact.
-//   * E4M3 -> fp16 bits: code bits 6..0 go to fp16 bits 13..7, giving e4m3 * 2^-8 exactly (e = 0 lands on an fp16
-//     subnormal); the f16 -> f32 conversion and a multiply by 2^8 are exact. 0x7F/0xFF -> NaN.
-// So q * s = (q 2^-14) * (s): block partials are summed in fp32 and multiplied by 2^14 once per output.
-#include <cuda_fp16.h>
-
-typedef unsigned char u8;
-typedef unsigned short u16;
-typedef unsigned int u32;
-
-template <int k>
-__device__ __forceinline__ float2 e2m1_pair(u32 w) {
-    // nibbles k and k+4 of w (elements k and k+4 of this 8-element word) as floats times 2^-14
-    const u32 mag = (k <= 2) ? (w << (9 - 4 * k)) : (w >> (4 * k - 9));
-    const u32 sgn = w << (12 - 4 * k);
-    const u32 bits = (mag & 0x0E000E00u) | (sgn & 0x80008000u);
-    __half2 h = *reinterpret_cast<const __half2*>(&bits);
-    return __half22float2(h);
-}
-
-__device__ __forceinline__ float e4m3_to_float(u32 c) {
-    // code bits 6..0 -> fp16 bits 13..7: e4m3 * 2^-8 exactly (e = 0 lands on an fp16 subnormal, which the
-    // f16 -> f32 conversion keeps exact; no fp32 subnormal is involved, so a flush-to-zero mode cannot bite)
-    const u32 mag = c & 0x7Fu;
-    if (mag == 0x7Fu) return __uint_as_float(0x7FC00000u | ((c & 0x80u) << 24));
-    const unsigned short bits = (unsigned short)((mag << 7) | ((c & 0x80u) << 8));
-    return __half2float(__ushort_as_half(bits)) * 256.0f;
-}
-
-// Decode one 16-element block (two words) into q[16] (times 2^-14), in element order.
-__device__ __forceinline__ void decode_block(u32 w0, u32 w1, float* q) {
-    float2 a;
-    a = e2m1_pair<0>(w0); q[0] = a.x; q[4] = a.y;
-    a = e2m1_pair<1>(w0); q[1] = a.x; q[5] = a.y;
-    a = e2m1_pair<2>(w0); q[2] = a.x; q[6] = a.y;
-    a = e2m1_pair<3>(w0); q[3] = a.x; q[7] = a.y;
-    a = e2m1_pair<0>(w1); q[8] = a.x; q[12] = a.y;
-    a = e2m1_pair<1>(w1); q[9] = a.x; q[13] = a.y;
-    a = e2m1_pair<2>(w1); q[10] = a.x; q[14] = a.y;
-    a = e2m1_pair<3>(w1); q[11] = a.x; q[15] = a.y;
-}
+// The E2M1 / E4M3 decoders (e2m1_pair, e4m3_to_float, decode_block: through fp16 bits, exact) are in
+// impnb.cuh. Ops: nvfp4_gemv (gemv_nvfp4, the engine's GEMV), nvfp4_gemm (nvfp4_gemv_kernel for M <= 8;
+// nvfp4_dequant_qs_half, split_rows_half and combine_rows around cuBLAS above that), nvfp4_dequantize
+// (nvfp4_dequant_rows, also prefill's row-block dequantization).
+#include "impnb.cuh"
 
 // Weights are streamed once: read-only loads that do not allocate in L1, which stays for the activations.
 template <int VEC>
@@ -270,4 +232,30 @@ extern "C" __global__ void combine_rows(const float* __restrict__ c, const int* 
     const long long m = i / n_cols;
     const float v = ldexpf(c[i] + c[i + (long long)m_rows * n_cols], -row_exp[m]);
     y[i] = divide ? v / global_scale : v * global_scale;
+}
+
+// y[N] = W @ x for an NVFP4 W: the engine's GEMV (impnb.cuh gemv_body) with a plain input stage; rmult[n] is the
+// per-row multiplier 2^14 / gs (compressed-tensors) or 2^14 ws2 (ModelOpt). RR: rows per warp (1 or 4).
+template <int RR>
+__global__ void __launch_bounds__(THREADS)
+    gemv_nvfp4(const unsigned char* W, const unsigned char* S, const float* rmult, const float* bias, const float* x,
+               const float* aux, float eps, float off, float* y, int N, int K, int acc_out, float softcap) {
+    gemv_body<FMT_NVFP4, IN_PLAIN, RR>(W, S, rmult, bias, x, aux, eps, off, y, N, K, acc_out, softcap);
+}
+
+// Dequantize rows [r0, r0 + n) of an NVFP4 weight to float32 out [n, K] as impnb.reference.nvfp4_dequantize: block
+// multiplier m = s / gs (compressed-tensors, ct = 1) or s * gs (ModelOpt), float32, then q * m; gs[r] is the
+// stored global scale of row r (0 for an unusable tensor: zeros). Prefill multiplies the rows with cuBLAS SGEMM.
+extern "C" __global__ void nvfp4_dequant_rows(const unsigned char* __restrict__ W, const unsigned char* __restrict__ S,
+                                              const float* __restrict__ gs, int ct, int r0, int n, int K,
+                                              float* out) {
+    const size_t total = (size_t)n * K;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = r0 + i / K, k = i % K;
+        const float2 q2 = e2m1x2_scaled(W[r * (K / 2) + k / 2]);
+        const float q = (k & 1 ? q2.y : q2.x) * 16384.0f;
+        const float s = fp8_e4m3(S[r * (K / 16) + k / 16]);
+        const float m = gs[r] == 0.f ? 0.f : (ct ? s / gs[r] : s * gs[r]);
+        out[i] = q * m;
+    }
 }

@@ -1,4 +1,6 @@
-"""Weights resident on the GPU for the engine: DeviceLinear (NVFP4 or dense f32 / f16 / bf16), fusion, conversion.
+"""Weights on the GPU in the form the CUDA C kernels read: DeviceLinear (NVFP4 or dense f32 / f16 / bf16), fusion,
+conversion. The engine keeps its weights resident in this form; the fused ops' CUDA paths convert their operands
+with ``as_device_linear``.
 
 Dimension legend: N output rows, K input width, E experts (stacked linears keep N rows per expert).
 
@@ -7,7 +9,7 @@ A DeviceLinear holds, on the device:
             bf16 as uint16 [E*N, K] (CuPy has no bfloat16 dtype)
     scales  NVFP4 only: FP8 E4M3 bytes [E*N, K/16]
     rmult   NVFP4 only: float32 [E*N], the GEMV's per-row multiplier 2^14 * (1 / gs) (compressed-tensors) or
-            2^14 * ws2 (ModelOpt); 2^14 undoes the kernel's exact "E2M1 code as fp16" decode (engine.cu); 0 for a
+            2^14 * ws2 (ModelOpt); 2^14 undoes the kernel's exact "E2M1 code as fp16" decode (impnb.cuh); 0 for a
             tensor whose global scale is 0 / inf / NaN (it contributes zeros, as the reference does)
     gscale  NVFP4 only: float32 [E*N], the stored global scale per row, and ``ct`` (divide, compressed-tensors)
             or not (multiply, ModelOpt): prefill dequantizes exactly as impnb.reference.nvfp4_dequantize does
@@ -28,7 +30,7 @@ import numpy as np
 
 from ..errors import Unsupported
 from ..formats import NVFP4Tensor
-from ._engine_kernels import FMT_BF16, FMT_F16, FMT_F32, FMT_NVFP4
+from ._kernels import FMT_BF16, FMT_F16, FMT_F32, FMT_NVFP4
 
 POLICIES = ("auto", "nvfp4", "bf16", "fp16", "fp32")
 _TWO14 = np.float32(16384.0)
@@ -177,3 +179,22 @@ def vector(a, n: int | None = None, name: str = ""):
     if n is not None and v.shape[0] != n:
         raise Unsupported(f"engine: {name} has {v.shape[0]} entries, expected {n}")
     return v
+
+
+def as_device_linear(weight, bias=None, *, name: str = "weight") -> DeviceLinear:
+    """A fused op's weight operand (NVFP4Tensor: native; float32 / float16 / bf16 array: that format, exact) on
+    the device, with its bias; stacked experts [E, N, K] become one DeviceLinear of E * N rows (N rows each)."""
+    if isinstance(weight, NVFP4Tensor):
+        return upload(NVFP4Tensor(_cp().asarray(weight.packed), _cp().asarray(weight.scales), weight.global_scale,
+                                  weight.layout), "auto", name, bias=bias)
+    a = weight if hasattr(weight, "__cuda_array_interface__") else np.asarray(weight)
+    fmt = FMT_BF16 if _is_bf16(a) else FMT_F16 if a.dtype == np.float16 else FMT_F32
+    if a.ndim == 3:
+        e, n, k = (int(d) for d in a.shape)
+        lin = upload_dense(a.reshape(e * n, k), fmt, name)
+        lin.N, lin.experts = n, e
+    else:
+        lin = upload_dense(a, fmt, name)
+    if bias is not None:
+        lin.bias = _cp().asarray(_float32(bias)).reshape(-1)
+    return lin

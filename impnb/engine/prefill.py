@@ -3,19 +3,28 @@
 Dimension legend: M tokens of the chunk, Dm hidden, N / K a linear's rows / width, H / HKV / D heads and head dim,
 S cache slots in the view, E experts, TK top-k, V vocab.
 
-Every linear is dequantized (a row block at a time into one preallocated float32 scratch, exactly as
-impnb.reference.nvfp4_dequantize does for NVFP4; bf16 / f16 widen exactly) and multiplied with cuBLAS SGEMM
-(``cupy.matmul``, float32 in and out; CuPy leaves TF32 off unless CUPY_TF32=1), so prefill has the reference's
-float32 numerics up to summation order. QK-norm, RoPE and the KV append are the decode kernel run over M rows;
-attention reads the cache view [0, S) with the mask built from the slots' stored positions (impnb.cuda.masks /
-impnb.cuda.attention, the registry ops). MoE: token by token through the decode MoE kernels (engine.cu moe_route /
-moe_up / moe_down: device routing, the top-k experts' GEMVs, experts summed in top-k order).
+Every linear is dequantized (a row block at a time into one preallocated float32 scratch: NVFP4 with the
+nvfp4_dequantize op's kernel, exactly as impnb.reference.nvfp4_dequantize; bf16 / f16 widen exactly) and multiplied
+with cuBLAS SGEMM (``cupy.matmul``, float32 in and out; CuPy leaves TF32 off unless CUPY_TF32=1), so prefill has the
+reference's float32 numerics up to summation order. Norms are the rms_norm / rms_norm_add ops' kernels over M rows,
+QK-norm, RoPE and the KV append the qkv_rope_append kernel over M rows, the MLP activation the gated_activation
+kernel; attention reads the cache view [0, S) with the mask built from the slots' stored positions
+(impnb.cuda.masks / impnb.cuda.attention, the registry ops). MoE: token by token through the decode MoE kernels
+(rms_norm_linear router, moe_route, rms_norm_moe_experts: device routing, the top-k experts' GEMVs, experts summed
+in top-k order).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import _engine_kernels as K
+from ..cuda import moe as moe_ops
+from ..cuda._kernels import FMT_BF16, FMT_F32, FMT_NVFP4
+from ..cuda.activations import gated_act_rows
+from ..cuda.embedding import embed
+from ..cuda.linear import rms_norm_gemv
+from ..cuda.norms import rms_norm_add_rows, rms_norm_rows
+from ..cuda.nvfp4 import dequant_rows
+from ..cuda.rope import append_rows
 
 SCRATCH_FLOATS = 1 << 24  # 64 MiB of float32 for dequantized weight row blocks
 
@@ -32,11 +41,16 @@ class Prefill:
     # ---------------------------------------------------------------- linears
     def weight_rows(self, lin, r0: int, n: int):
         """Rows [r0, r0 + n) of ``lin`` as float32 [n, K] (a view of the scratch, or of the weight itself)."""
-        if lin.fmt == K.FMT_F32:
+        import cupy as cp
+        if lin.fmt == FMT_F32:
             return lin.data[r0:r0 + n]
         out = self.scratch[:n * lin.K].reshape(n, lin.K)
-        K.launch("dequant_rows", min(-(-n * lin.K // 256), 16 * K.sm_count()), 256,
-                 (lin.data, lin.scales, lin.gscale, int(lin.ct), lin.fmt, r0, n, lin.K, out))
+        if lin.fmt == FMT_NVFP4:
+            dequant_rows(lin.data, lin.scales, lin.gscale, int(lin.ct), r0, n, lin.K, out)
+        elif lin.fmt == FMT_BF16:  # bf16 bits are the high half of the float32's
+            out[...] = (lin.data[r0:r0 + n].astype(cp.uint32) << 16).view(cp.float32)
+        else:
+            out[...] = lin.data[r0:r0 + n].astype(cp.float32)
         return out
 
     def linear(self, lin, x, r0: int = 0, n: int | None = None):
@@ -65,8 +79,8 @@ class Prefill:
             return cp.concatenate(rows)
         cfg = e.config
         e.x[...] = x[-1]
-        K.gemv(e.w.lm_head, e.x, e.logits, mode="norm", aux=e.w.final_norm, eps=cfg.rms_eps,
-               offset=cfg.norm_offset, softcap=cfg.final_softcap or 0.0)
+        rms_norm_gemv(e.w.lm_head, e.x, e.logits, norm=e.w.final_norm, eps=cfg.rms_eps, offset=cfg.norm_offset,
+                      softcap=cfg.final_softcap or 0.0)
         return e.logits
 
     def logits_rows(self, x, taps=None):
@@ -85,7 +99,7 @@ class Prefill:
         import cupy as cp
         cfg = self.e.config
         out = cp.empty_like(x)
-        K.launch("rmsnorm_rows", x.shape[0], 256, (x, weight, out, x.shape[1], cfg.rms_eps, cfg.norm_offset))
+        rms_norm_rows(x, weight, out, x.shape[0], x.shape[1], cfg.rms_eps, cfg.norm_offset)
         return out
 
     def chunk(self, ids: np.ndarray, p0: int, taps):
@@ -94,7 +108,7 @@ class Prefill:
         m = ids.size
         ids_dev = cp.asarray(ids.astype(np.int32))
         x = cp.empty((m, cfg.hidden_size), cp.float32)
-        e.w.embed_step(ids_dev, x, rows=m)
+        embed(e.w.embed, ids_dev, x, m, e.w.embed_scale)
         _tap(taps, "embedding", None, x)
         e.st[0] = p0
         for L in e.w.layers:
@@ -108,16 +122,14 @@ class Prefill:
 
     def attention(self, L, x, p0, m, taps):
         import cupy as cp
-        from .attention import attention
-        from .masks import attention_mask
+        from ..cuda.attention import attention
+        from ..cuda.masks import attention_mask
         h = self.norm(x, L.attn_norm)
         _tap(taps, "attn_norm", L.index, h)
         qkv = self.linear(L.qkv, h)  # [M, (H + 2 HKV) D]
         q = cp.empty((m, L.H, L.D), cp.float32)
-        K.launch("qkv_rope_append", (L.H + L.HKV, m), max(32, min(1024, -(-L.D // 32) * 32)),
-                 (qkv, L.qkv.N, q, L.kc, L.vc, L.slot_pos, self.e.st, L.q_norm, L.k_norm, L.q_norm is not None,
-                  L.v_norm, L.k_eq_v, L.eps, L.offset, L.rope_cos, L.rope_sin, L.F, L.interleaved, L.H, L.HKV, L.D,
-                  L.C), smem=4 * L.D)
+        append_rows(qkv, L.qkv.N, q, rows=m, q_norm=L.q_norm, k_norm=L.k_norm, v_norm=L.v_norm, k_eq_v=L.k_eq_v,
+                    eps=L.eps, offset=L.offset, **L.rope_args(self.e))
         used = min(L.C, p0 + m)
         positions = cp.arange(p0, p0 + m, dtype=cp.int64)
         mask = attention_mask(positions, L.slot_pos[:used], window=L.window or None)
@@ -138,8 +150,7 @@ class Prefill:
         gu = self.linear(L.gu, h)
         inner = L.gu.N // 2
         a = cp.empty((x.shape[0], inner), cp.float32)
-        K.launch("gated_act_rows", min(-(-a.size // 256), 16 * K.sm_count()), 256,
-                 (gu, x.shape[0], inner, 0 if L.act == "silu" else 1, a))
+        gated_act_rows(gu, x.shape[0], inner, L.act, a)
         y = self.linear(L.down, a)
         self.ffn_out_tap(taps, y, L)
         self.residual(x, y, L.post_ffn_norm, L)
@@ -152,14 +163,13 @@ class Prefill:
         _tap(taps, "ffn_norm", L.index, self.norm(x, L.ffn_norm) if taps is not None else None)
         logits = cp.empty((x.shape[0], moe.n_experts), cp.float32)
         y = cp.zeros_like(x)
-        gating = {"softmax": 0, "topk_softmax": 1, "sigmoid": 2}[moe.gating]
         for t in range(x.shape[0]):
-            K.gemv(L.router, x[t], logits[t], mode="norm", aux=L.ffn_norm, eps=L.eps, offset=L.offset)
-            K.launch("moe_route", 1, 256, (logits[t], moe.n_experts, moe.top_k, gating, moe.renormalize,
-                                           e.moe_ids, e.moe_w))
-            K.moe_up(L.experts_gu, e.moe_ids, x[t], e.moe_gu, aux=L.ffn_norm, eps=L.eps, offset=L.offset,
-                     top_k=moe.top_k)
-            K.moe_down(L.experts_down, e.moe_ids, e.moe_w, e.moe_gu, y[t], act=L.act, top_k=moe.top_k)
+            rms_norm_gemv(L.router, x[t], logits[t], norm=L.ffn_norm, eps=L.eps, offset=L.offset)
+            moe_ops.route_topk(logits[t], moe.n_experts, moe.top_k, moe.gating, moe.renormalize, e.moe_ids, e.moe_w)
+            moe_ops.experts_up(L.experts_gu, e.moe_ids, x[t], e.moe_gu, norm=L.ffn_norm, eps=L.eps, offset=L.offset,
+                               top_k=moe.top_k)
+            moe_ops.experts_down(L.experts_down, e.moe_ids, e.moe_w, e.moe_gu, y[t], activation=L.act,
+                                 top_k=moe.top_k)
         _tap(taps, "router_logits", L.index, logits)
         self.ffn_out_tap(taps, y, L)
         self.residual(x, y, L.post_ffn_norm, L)
@@ -173,7 +183,7 @@ class Prefill:
         if post_norm is None:
             x += y
         else:
-            K.launch("postnorm_add", x.shape[0], 256, (y, post_norm, x, x.shape[1], L.eps, L.offset))
+            rms_norm_add_rows(y, post_norm, x, x.shape[0], x.shape[1], L.eps, L.offset)
 
 
 def _tap(taps, name, layer, array):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kvcache import ContextOverflow
-from ._engine import Engine
+from .engine import Engine
 
 CHECK_RULE = "engine_logits"  # impnb.tolerances.TOLERANCES entry for whole-model logits
 
@@ -34,7 +34,7 @@ class EngineCache:
 
 
 class EngineModel:
-    """A model resident on the GPU (see impnb/cuda/_engine.py for the decode graph and the numerics)."""
+    """A model resident on the GPU (see impnb/engine/engine.py for the decode graph and the numerics)."""
 
     backend = "cuda"
 
@@ -76,9 +76,12 @@ class EngineModel:
 
 class CheckedModel:
     """``--backend check``: every forward runs on the engine AND the reference; logits must agree within the
-    tolerance table's ``engine_logits`` rule. On a mismatch both golden dumps of the tokens so far are written
-    (``<prefix>.reference.safetensors`` / ``<prefix>.cuda.safetensors``) and the error names the first tap beyond
-    tolerance (impnb.golden's diff). Returns the engine's logits."""
+    tolerance table's ``engine_logits`` rule. A decode token runs the engine's step eagerly, op by op, each kernel
+    compared with its op's reference on host copies of its inputs (Engine.check_decode): the first op outside its
+    tolerance raises CrossCheckError naming op, layer, worst index and both values with their bits. On a logits
+    mismatch both golden dumps of the tokens so far are written (``<prefix>.reference.safetensors`` /
+    ``<prefix>.cuda.safetensors``) and the error names the first tap beyond tolerance (impnb.golden's diff).
+    Returns the engine's logits."""
 
     backend = "check"
 
@@ -96,7 +99,11 @@ class CheckedModel:
     def forward(self, ids, cache, taps=None, *, last_only: bool = False) -> np.ndarray:
         fast_cache, ref_cache, seen = cache
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        got = self.fast.forward(ids, fast_cache, taps, last_only=last_only)
+        engine = self.fast.engine
+        if ids.size == 1 and engine.pos > 0 and taps is None and fast_cache.generation == self.fast.generation:
+            got = engine.check_decode(int(ids[0])).get()[None, :]  # op by op: raises at the first bad op
+        else:
+            got = self.fast.forward(ids, fast_cache, taps, last_only=last_only)
         want = self.ref.forward(ids, ref_cache, last_only=last_only)
         seen.extend(int(t) for t in ids)
         try:
@@ -133,53 +140,3 @@ def build_model(config, tensors, *, backend: str = "cuda", weights: str = "auto"
         return CheckedModel(config, tensors, weights="fp32" if weights == "auto" else weights,
                             max_context=max_context)
     return EngineModel(config, tensors, weights=weights, max_context=max_context)
-
-
-class QuantizedLinears:
-    """``--quantize nvfp4``: the checkpoint's tensors with every dense linear weight (attention and MLP projections,
-    the LM head; a tied head gets its own ``lm_head.weight``) quantized to NVFP4 with impnb.ops.nvfp4_quantize,
-    once, on first read. Both backends read this same mapping, so ``--backend check`` compares like with like;
-    embeddings, norms, routers and stacked experts stay as they are."""
-
-    _LINEAR = ("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
-               "up_proj.weight", "down_proj.weight")
-
-    def __init__(self, config, tensors):
-        from ..model.weights import canonical
-        self.tensors, self._done = tensors, {}
-        self.names = list(tensors)
-        canon = {canonical(k) for k in self.names}
-        self._tied_head = "lm_head.weight" not in canon
-        if self._tied_head:
-            embed = next(k for k in self.names if canonical(k) == "embed_tokens.weight")
-            self._embed_name = embed
-            self.names.append("lm_head.weight")
-
-    def _wants(self, name: str) -> bool:
-        return name == "lm_head.weight" or (".mlp.experts." not in name and name.endswith(self._LINEAR))
-
-    def __getitem__(self, name):
-        if name in self._done:
-            return self._done[name]
-        tied = name == "lm_head.weight" and self._tied_head
-        source = self.tensors[self._embed_name] if tied else self.tensors[name]
-        from ..formats import NVFP4Tensor
-        if self._wants(name) and not isinstance(source, NVFP4Tensor) and getattr(source, "ndim", 0) == 2:
-            from ._engine_weights import _float32, quantize
-            value = quantize(_float32(source), name)
-            value = value.to_host() if not hasattr(source, "__cuda_array_interface__") else value
-            self._done[name] = value
-            return value
-        return source
-
-    def __iter__(self):
-        return iter(self.names)
-
-    def __len__(self):
-        return len(self.names)
-
-    def __contains__(self, name):
-        return name in self.names
-
-    def keys(self):
-        return list(self.names)

@@ -6,7 +6,7 @@ C a layer's cache slots (full layers: max_context; sliding layers: a ring of win
 of a prefill chunk, I an FFN width, E experts, TK experts per token.
 
 Precision (see README "CUDA engine"): the residual stream, every activation, the KV cache and every accumulation are
-float32; weights are NVFP4 or f16 / bf16 / f32 (``weights=``, impnb/cuda/_engine_weights.py). With the same weights
+float32; weights are NVFP4 or f16 / bf16 / f32 (``weights=``, impnb/cuda/_device_weights.py). With the same weights
 the engine differs from the float32 reference only by summation order: ~1e-6 relative per op, which the golden
 diff shows growing to ~1e-5..1e-4 in the logits (tolerance table: ``engine_logits``).
 
@@ -16,19 +16,25 @@ o-proj GEMV whose input stage combines the splits (+ residual, or sandwich norm 
 gate|up; GEMV(act(gate) * up) -> down (+ residual)] -> lm_head GEMV(RMSNorm(x)) (+ final softcap) -> [argmax on
 the device]. The position and the token live in device memory (``st``), and argmax_final advances them, so a
 replay needs no host update at all. No allocation happens while a graph is captured or replayed: every buffer is
-allocated in ``__init__`` (seed 004). Capture executes nothing, and ``reset()`` clears every slot position before a
-new sequence, so no warm-up or capture state can leak into a generation (seed 001).
+allocated in ``__init__``. Capture executes nothing, and ``reset()`` clears every slot position before a new
+sequence, so no warm-up or capture state can leak into a generation.
+
+This module orchestrates only (buffers, capture, replay, scheduling): every kernel it launches is a registered op's
+CUDA path (impnb/engine/layers.py lists which), so ``python -m impnb.ops --json`` shows each one and the
+cross-check tests compare each with its reference.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..cuda._runtime import require
+from ..cuda.sampling import argmax_groups
 from ..errors import Unsupported
 from ..kvcache import ContextOverflow
-from . import _engine_kernels as K
-from ._engine_layers import build_layers, check_supported
-from ._engine_prefill import Prefill
-from ._runtime import require
+from .launchers import CheckedLaunches, Launchers
+from .layers import check_supported
+from .prefill import Prefill
+from .weights import build_layers
 
 
 class Engine:
@@ -59,7 +65,7 @@ class Engine:
         part = max(L.H * L.splits * L.D for L in lw)
         heads_splits = max(L.H * L.splits for L in lw)
         self.part = (cp.zeros(heads_splits, f32), cp.zeros(heads_splits, f32), cp.zeros(part, f32))
-        groups = min(4 * K.sm_count(), -(-v // K.THREADS))
+        groups = argmax_groups(v)
         self.am_v, self.am_i = cp.zeros(groups, f32), cp.zeros(groups, cp.int32)
         self.ban = None  # uint8 [V] or None: banned ids never win the device argmax
         moe = config.moe
@@ -68,6 +74,7 @@ class Engine:
             self.moe_ids = cp.zeros(moe.top_k, cp.int32)
             self.moe_w = cp.zeros(moe.top_k, f32)
             self.moe_gu = cp.zeros(moe.top_k * 2 * moe.intermediate_size, f32)
+        self.ops = Launchers()  # CheckedLaunches during check_decode
         self.prefill_runner = Prefill(self)
         self._graphs: dict[bool, object] = {}
         self._stream = cp.cuda.Stream(non_blocking=True)
@@ -122,15 +129,18 @@ class Engine:
     # ---------------------------------------------------------------- decode
     def _step(self, greedy: bool) -> int:
         """Launch one decode step on the current stream (eagerly or under capture); returns the kernel count."""
-        cfg, w, n = self.config, self.w, 0
-        n += w.embed_step(self.st[1:2], self.x)
+        cfg, w, n, ops = self.config, self.w, 0, self.ops
+        ops.set_layer(None)
+        n += w.embed_step(ops, self.st[1:2], self.x)
         for L in w.layers:
             n += L.decode(self)
-        K.gemv(w.lm_head, self.x, self.logits, mode="norm", aux=w.final_norm, eps=cfg.rms_eps,
-               offset=cfg.norm_offset, softcap=cfg.final_softcap or 0.0)
+        ops.set_layer(None)
+        ops.rms_norm_gemv(w.lm_head, self.x, self.logits, norm=w.final_norm, eps=cfg.rms_eps, offset=cfg.norm_offset,
+                          softcap=cfg.final_softcap or 0.0)
         n += 1
         if greedy:
-            K.argmax(self.logits, self.ban, cfg.vocab_size, self.am_v, self.am_i, self.st, self.out_ids, self.max_new)
+            ops.argmax(self.logits, self.ban, cfg.vocab_size, self.am_v, self.am_i, self.st, self.out_ids,
+                       self.max_new)
             n += 2
         return n
 
@@ -161,6 +171,22 @@ class Engine:
         self.pos += 1
         return self.logits
 
+    def check_decode(self, token: int):
+        """Feed ``token`` like decode_logits, but launch the step eagerly with every kernel compared with its op's
+        reference on host copies of its inputs (CheckedLaunches): the first op outside its tolerance raises
+        CrossCheckError naming op and layer. The same launches as the captured graph, in the same order."""
+        self._reserve(1)
+        with self._stream:
+            self.st[0:2].set(np.asarray([self.pos, token], np.int32))
+            self.ops = CheckedLaunches()
+            try:
+                self._step(False)
+            finally:
+                self.ops = Launchers()
+            self._stream.synchronize()
+        self.pos += 1
+        return self.logits
+
     def generate_greedy(self, prompt_ids, max_new_tokens: int, *, use_graph: bool = True) -> list[int]:
         """Greedy continuation chosen on the device: prefill, then ``max_new_tokens - 1`` graph replays with no host
         round trip between tokens. Returns the generated ids (stop tokens are not interpreted here)."""
@@ -180,8 +206,8 @@ class Engine:
         """Device argmax of the prefill logits: st[1] = token, out_ids[0] = token, st[2] = 1, st[0] = pos."""
         with self._stream:
             self.st[2] = 0
-            K.argmax(self.logits, self.ban, self.config.vocab_size, self.am_v, self.am_i, self.st, self.out_ids,
-                     self.max_new)
+            self.ops.argmax(self.logits, self.ban, self.config.vocab_size, self.am_v, self.am_i, self.st,
+                            self.out_ids, self.max_new)
 
     def replay_greedy(self, n: int, *, use_graph: bool = True) -> None:
         """``n`` decode steps with the device argmax, queued without synchronising (``sync()`` waits)."""

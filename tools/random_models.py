@@ -39,7 +39,7 @@ ARCHS = {
 
 
 def config_for(name: str, **overrides):
-    from ..config import ModelConfig
+    from impnb.config import ModelConfig
     return ModelConfig.from_hf({**ARCHS[name], **overrides})
 
 
@@ -86,7 +86,7 @@ def _norm_values(rng, n, offset):
 def host_tensors(cfg, fmt: str = "bf16", seed: int = 0, std: float = 0.05) -> dict:
     """Random tensors [canonical HF name -> array / NVFP4Tensor] on the host (see the module docstring)."""
     import ml_dtypes
-    from .. import ops
+    from impnb import ops
     rng = np.random.default_rng(seed)
     t = {name: _norm_values(rng, n, cfg.norm_offset) for name, n in _norm_names(cfg)}
     t["model.embed_tokens.weight"] = (rng.standard_normal((cfg.vocab_size, cfg.hidden_size)) * 0.5
@@ -112,8 +112,8 @@ def host_tensors(cfg, fmt: str = "bf16", seed: int = 0, std: float = 0.05) -> di
 def _device_linear(shape, fmt: str, rng):
     """A ready DeviceLinear of random NVFP4 bytes (scales ~2^-6..2^-4, gs 1) or random bf16 values."""
     import cupy as cp
-    from ._engine_kernels import FMT_BF16, FMT_NVFP4
-    from ._engine_weights import DeviceLinear, bf16_bits
+    from impnb.cuda._kernels import FMT_BF16, FMT_NVFP4
+    from impnb.cuda._device_weights import DeviceLinear, bf16_bits
     rows = int(np.prod(shape[:-1]))
     n, k = int(shape[-2]), int(shape[-1])
     experts = int(shape[0]) if len(shape) == 3 else 0
@@ -133,8 +133,8 @@ def device_tensors(cfg, fmt: str = "nvfp4", seed: int = 0) -> dict:
     """The architecture's weights built on the GPU (ready DeviceLinears; fused q|k|v and gate|up are built by the
     engine from the separate parts). Embedding: bf16. For benchmarks (values random, never compared)."""
     import cupy as cp
-    from ._engine_kernels import FMT_BF16
-    from ._engine_weights import DeviceLinear, bf16_bits
+    from impnb.cuda._kernels import FMT_BF16
+    from impnb.cuda._device_weights import DeviceLinear, bf16_bits
     rng = cp.random.default_rng(seed)
     host = np.random.default_rng(seed)
     t = {name: _norm_values(host, n, cfg.norm_offset) for name, n in _norm_names(cfg)}

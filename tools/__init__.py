@@ -1,0 +1,1 @@
+"""Benchmarks and helpers that are not part of the installed package (random-weight models, golden vectors)."""
