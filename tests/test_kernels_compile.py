@@ -75,3 +75,70 @@ def test_no_token_pasting_and_one_header():
         assert '#include "impnb.cuh"' in text, name
         for decoder in ("fp8_e4m3(", "e2m1x2_scaled(", "e4m3_to_float(", "e2m1_pair("):
             assert f"float {decoder}" not in text and f"float2 {decoder}" not in text, f"{name} defines {decoder}"
+
+
+_HOST_SHIMS = r"""
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <xmmintrin.h>
+#define __device__
+#define __forceinline__ inline
+using std::fabs;
+static unsigned long long dbl_bits(double x) { unsigned long long u; std::memcpy(&u, &x, 8); return u; }
+static unsigned f32_bits(float x) { unsigned u; std::memcpy(&u, &x, 4); return u; }
+static float bits_f32(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+static double dadd_rn(double a, double b) { volatile double r = a + b; return r; }
+static double dsub_rn(double a, double b) { volatile double r = a - b; return r; }
+static double ldexp_pow2(double a, int e) { return std::ldexp(a, e); }
+"""
+
+_HOST_MAIN = r"""
+int main() {  // stdin: q s g divide (hex float bits) per line; stdout: result bits
+    _mm_setcsr(_mm_getcsr() | 0x8040);  // flush-to-zero and denormals-are-zero, as -ftz=true on the GPU
+    unsigned q, s, g; int d;
+    while (std::scanf("%x %x %x %d", &q, &s, &g, &d) == 4)
+        std::printf("%08x\n", f32_bits(exact_dequant(bits_f32(q), bits_f32(s), bits_f32(g), d)));
+    return 0;
+}
+"""
+
+
+def _exact_dequant_section() -> str:
+    import importlib.resources
+    text = importlib.resources.files("impnb.cuda.kernels").joinpath("impnb.cuh").read_text()
+    section = text.split("// BEGIN exact_dequant")[1].split("// END exact_dequant")[0]
+    return section.split("\n", 1)[1]  # without the rest of the BEGIN line
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no host C++ compiler")
+def test_exact_dequant_rounds_like_float32_without_flushing(tmp_path, rng):
+    """The dequantization step the GPU runs under CuPy's -ftz=true, built for the host with the x86 flush-to-zero
+    and denormals-are-zero modes on (plain float32 arithmetic fails this test there): for multipliers from normal
+    down to deep subnormal, and signed zeros and NaN, its bits equal NumPy's float32 q * fl32(s / g) and
+    q * fl32(s * g) (IEEE, subnormals kept), the reference's order."""
+    src = tmp_path / "exact.cpp"
+    src.write_text(_HOST_SHIMS + "namespace {\n" + _exact_dequant_section() + "}\n" + _HOST_MAIN)
+    exe = tmp_path / "exact"
+    build = subprocess.run(["g++", "-O2", "-std=c++17", "-ffp-contract=off", "-o", str(exe), str(src)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-3000:]
+    import numpy as np
+    from impnb.reference.fp8 import fp8_e4m3_decode
+    n = 20000
+    q = rng.choice(np.array([0, -0.0, 0.5, -0.5, 1, 1.5, -2, 3, 4, -6], np.float32), n)
+    s = fp8_e4m3_decode(rng.integers(0, 256, n).astype(np.uint8))  # every scale byte: subnormals, NaN, -0
+    g = np.float32(2.0) ** rng.integers(-150, 128, n).astype(np.float32) * (1 + rng.random(n)).astype(np.float32)
+    g = g.astype(np.float32)
+    divide = rng.integers(0, 2, n)
+    with np.errstate(all="ignore"):
+        m = np.where(divide == 1, s / g, s * g).astype(np.float32)
+        want = (q * m).astype(np.float32)
+    lines = "\n".join(f"{a:08x} {b:08x} {c:08x} {d}" for a, b, c, d in
+                      zip(q.view(np.uint32), s.view(np.uint32), g.view(np.uint32), divide))
+    run = subprocess.run([str(exe)], input=lines, capture_output=True, text=True, check=True)
+    got = np.array([int(v, 16) for v in run.stdout.split()], np.uint64).astype(np.uint32).view(np.float32)
+    subnormal = (np.abs(want) < np.float32(2.0 ** -126)) & (want != 0)
+    assert subnormal.sum() > 100  # the range -ftz would flush is exercised
+    same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+    assert same.all(), (q[~same][:5], s[~same][:5], g[~same][:5], divide[~same][:5], got[~same][:5], want[~same][:5])

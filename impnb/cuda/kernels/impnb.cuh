@@ -69,6 +69,14 @@ __device__ float block_max(float v, float* red) {
 }
 
 // ---------------------------------------------------------------- formats
+// Bit casts and IEEE float64 operations the exact_dequant section uses (host equivalents in its test).
+__device__ __forceinline__ unsigned long long dbl_bits(double x) { return (unsigned long long)__double_as_longlong(x); }
+__device__ __forceinline__ unsigned f32_bits(float x) { return __float_as_uint(x); }
+__device__ __forceinline__ float bits_f32(unsigned u) { return __uint_as_float(u); }
+__device__ __forceinline__ double dadd_rn(double a, double b) { return __dadd_rn(a, b); }
+__device__ __forceinline__ double dsub_rn(double a, double b) { return __dsub_rn(a, b); }
+__device__ __forceinline__ double ldexp_pow2(double a, int e) { return a * __longlong_as_double((long long)(e + 1023) << 52); }
+
 // fp16 bits -> float through the PTX convert (no cuda_fp16.h needed under NVRTC).
 __device__ __forceinline__ float h2f(unsigned short h) {
     float f;
@@ -82,6 +90,43 @@ __device__ __forceinline__ float fp8_e4m3(unsigned b) {
     if (e == 15u && m == 7u) v = __uint_as_float(0x7fc00000u);
     return (b & 0x80u) ? -v : v;
 }
+
+// BEGIN exact_dequant (compiled on the host too, by tests/test_kernels_compile.py, to check it against NumPy)
+// q * fl32(s / g) (divisor) or q * fl32(s * g) (multiplier), rounded exactly as float32 arithmetic without flushing,
+// although CuPy compiles every kernel with -ftz=true (float32 subnormal inputs and results become 0). q is an E2M1
+// value (0, +-0.5 .. +-6), s an FP8 scale, g the global scale. When the multiplier m is at least 2^-125 in magnitude
+// (every real checkpoint), m and q * m are normal floats and plain float32 arithmetic is exact. Below that, both
+// roundings are done on the float32 grid in float64, which -ftz leaves alone: the float64 quotient or product
+// rounded to float32 equals the float32 operation (53 >= 2 * 24 + 2 bits: double rounding is innocuous), and the
+// float32 bits of a subnormal are assembled as an integer. NaN and infinity take the float32 path. q and s are never
+// subnormal (E2M1 and FP8 values); g may be, and is read from its bits.
+__device__ __forceinline__ double round_to_f32_grid(double x) {
+    // |x| < 2^-100: round to nearest even at the float32 spacing of x (2^-149 for subnormals)
+    const int e = (int)((dbl_bits(x) >> 52) & 0x7ff) - 1023;
+    const int spacing = (e < -126 ? -126 : e) - 23;
+    const double c = ldexp_pow2(1.5, spacing + 52);
+    return dsub_rn(dadd_rn(x, c), c);
+}
+
+__device__ __forceinline__ double f32_to_f64(float x) {
+    // exact; a subnormal input is read from its bits (-ftz would read it as zero)
+    const unsigned u = f32_bits(x);
+    if ((u >> 23) & 0xffu) return (double)x;
+    const double mag = (double)(u & 0x7fffffu) * 0x1p-149;
+    return (u >> 31) ? -mag : mag;
+}
+
+__device__ __forceinline__ bool f32_is_zero(float x) { return (f32_bits(x) & 0x7fffffffu) == 0u; }
+
+__device__ __forceinline__ float exact_dequant(float q, float s, float g, int divide) {
+    const double m = divide ? (double)s / f32_to_f64(g) : (double)s * f32_to_f64(g);
+    if (!(fabs(m) < 0x1p-125)) return q * (float)m;
+    const double r = round_to_f32_grid(fabs((double)q) * round_to_f32_grid(fabs(m)));
+    const unsigned sign = ((f32_bits(q) ^ (unsigned)(dbl_bits(m) >> 32)) & 0x80000000u);
+    const unsigned mag = r >= 0x1p-126 ? f32_bits((float)r) : (unsigned)(r * 0x1p149);
+    return bits_f32(sign | mag);
+}
+// END exact_dequant
 
 // Two E2M1 codes of one byte (element 2i in the low nibble) -> floats times 2^-14, exact: the code's sign and
 // magnitude bits placed in an fp16 (sign << 15 | mag << 9) read as half give value * 2^-14. The 2^14 is folded

@@ -1,6 +1,6 @@
 // Kernels of the nvfp4 family (impnb/cuda/nvfp4.py): CuPy RawModule through NVRTC; no fast-math: IEEE division and
-// square root. CuPy appends -ftz=true to every compile, so nothing here forms an fp32 subnormal from a code or scale
-// byte.
+// square root. CuPy appends -ftz=true to every compile: nothing here forms an fp32 subnormal from a code or scale
+// byte, and dequantization rounds through exact_dequant (impnb.cuh), which keeps subnormal results.
 //
 // Dimension legend: N = rows of W (output features), K = logical columns (K % 16 == 0), G = K / 16 blocks,
 // M = rows of the activation X, R = rows of W per thread, VEC = bytes of packed W per load (16 or 8),
@@ -255,7 +255,6 @@ extern "C" __global__ void nvfp4_dequant_rows(const unsigned char* __restrict__ 
         const float2 q2 = e2m1x2_scaled(W[r * (K / 2) + k / 2]);
         const float q = (k & 1 ? q2.y : q2.x) * 16384.0f;
         const float s = fp8_e4m3(S[r * (K / 16) + k / 16]);
-        const float m = gs[r] == 0.f ? 0.f : (ct ? s / gs[r] : s * gs[r]);
-        out[i] = q * m;
+        out[i] = f32_is_zero(gs[r]) ? 0.f : exact_dequant(q, s, gs[r], ct);
     }
 }
