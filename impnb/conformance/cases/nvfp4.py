@@ -197,3 +197,41 @@ def _(rng, size):
     scales = t.scales.copy()
     scales[0, 1], scales[-1, 0] = 0x7F, 0xFF  # NaN bytes: their blocks decode to NaN, nothing else does
     return (NVFP4Tensor(t.packed, scales, t.global_scale, t.layout),), {}
+
+
+def near_tie_weight(rng, n, k, layout):
+    """float32 W [N, K] whose row 0 holds, block by block, values whose scaled quotient x / d is an E2M1 tie or
+    one ulp off it (impnb/conformance/cases/_near_ties.py); the global scale is an ordinary float32 here."""
+    from ._near_ties import ct_divisors, modelopt_divisors, plant
+    w = (rng.standard_normal((n, k)) * 0.3).astype(F32)
+    w[n - 1, 5] = F32(3.7)  # the tensor amax
+    w[0, 15], w[0, 16] = F32(1.9), F32(-0.77)  # row 0's block amaxes (blocks 0 and 1)
+    amax_b = np.max(np.abs(w[0].reshape(-1, 16)), axis=-1)
+    if layout == "compressed-tensors":
+        d = ct_divisors(amax_b, (F32(1.0) / F32(3.7)) * F32(2688.0))
+    else:
+        d = modelopt_divisors(amax_b, F32(3.7) / F32(2688.0))
+    plant(w[0], d, rng)
+    return w
+
+
+def _amax_where_modelopt_rounding_differs(rng):
+    """A float32 amax with amax / 2688 != 1 / (2688 / amax) (ModelOpt computes the former)."""
+    while True:
+        amax = F32(rng.uniform(0.5, 8.0))
+        if amax / F32(2688.0) != F32(1.0) / (F32(2688.0) / amax):
+            return amax
+
+
+for _layout, _tag in zip(LAYOUTS, ("ct", "modelopt")):
+    @case("nvfp4_quantize", f"near_e2m1_ties_{_tag}")
+    def _(rng, size, layout=_layout):
+        return (near_tie_weight(rng, *_shape(size, 0), layout),), {"layout": layout}
+
+
+@case("nvfp4_quantize", "modelopt_global_scale_rounding")
+def _(rng, size):
+    n, k = _shape(size, 1)
+    w = (rng.standard_normal((n, k)) * 0.1).astype(F32)
+    w[1, 7] = -_amax_where_modelopt_rounding_differs(rng)
+    return (w,), {"layout": "modelopt"}

@@ -49,3 +49,14 @@ def _(rng, size):
 def _(rng, size):
     m, k = SHAPES[size][0]
     return (rng.standard_normal((2, m, k)).astype(F32), _igs(5.0)), {}
+
+
+@case("fake_quantize_nvfp4_activations", "near_e2m1_ties_ct")
+def _(rng, size):
+    from ._near_ties import ct_divisors, plant
+    m, k = SHAPES[size][0]
+    x = rng.standard_normal((m, k)).astype(F32)
+    igs = _igs(4.0)
+    for r in range(m):
+        plant(x[r], ct_divisors(np.max(np.abs(x[r].reshape(-1, 16)), axis=-1), igs), rng)
+    return (x, igs), {"layout": "compressed-tensors"}

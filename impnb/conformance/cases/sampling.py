@@ -144,3 +144,26 @@ def _(rng, size):
     rows, vocab = _shape(size, 0)
     u = np.linspace(0.0, 0.999, rows)  # u = 0 picks the first id with mass
     return (_logits(rng, rows, vocab), u), {}
+
+
+def _u_on_bin_edges(x, rng):
+    """u [rows] with u * cdf[V-1] == cdf[i] exactly (float64, the reference's CDF) for a random i with mass:
+    the draw must take i + 1 (the first cdf strictly above the target), so an off-by-one or a float32 CDF shows."""
+    m = np.max(x, axis=-1, keepdims=True).astype(np.float64)
+    cdf = np.cumsum(np.exp(x.astype(np.float64) - m), axis=-1)
+    u = np.empty(x.shape[0])
+    for r in range(x.shape[0]):
+        i = int(rng.integers(0, x.shape[1] - 1))
+        u[r] = cdf[r, i] / cdf[r, -1]
+        for _ in range(64):  # walk to a u whose product with the total is exactly cdf[i]
+            if u[r] * cdf[r, -1] == cdf[r, i]:
+                break
+            u[r] = np.nextafter(u[r], 1.0 if u[r] * cdf[r, -1] < cdf[r, i] else 0.0)
+    return u
+
+
+@case("sample_token", "u_on_bin_edges")
+def _(rng, size):
+    rows, vocab = _shape(size, 0)
+    x = _logits(rng, 4 * rows, vocab) * np.float32(0.2)  # flat rows: every id has mass
+    return (x, _u_on_bin_edges(x, rng)), {}
