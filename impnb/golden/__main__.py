@@ -1,6 +1,6 @@
-"""python -m impnb.golden: see impnb.golden."""
+"""python -m impnb.golden: see impnb/golden/cli.py."""
 import sys
 
-from . import main
+from .cli import main
 
 sys.exit(main())
