@@ -179,3 +179,23 @@ def test_the_same_implementation_as_a_dispatcher_backend(broken_module):
         assert np.array_equal(ops.silu(x, backend="check:broken"), activations.silu(x))
     finally:
         ops.unregister_backend("broken")
+
+
+def test_readme_example_works_as_written(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    import re
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text()
+    section = text[text.index("## Test your own kernels against impnb"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    command = re.search(r"```bash\n(python -m impnb.conformance [^\n#]*)", section).group(1).split()
+    (tmp_path / "my_kernels.py").write_text(code)
+    env = {**__import__("os").environ, "PYTHONPATH": f"{root}:{tmp_path}"}
+    run = subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, env=env, capture_output=True, text=True)
+    shown = re.search(r"```text\n(.*?)```", section, re.S).group(1)
+    for line in shown.splitlines():
+        if line.strip() and line.strip() != "...":
+            assert line in run.stdout, (line, run.stdout)
+    assert run.returncode == 1 and (tmp_path / "report.json").exists()
