@@ -199,3 +199,14 @@ def test_readme_example_works_as_written(tmp_path, monkeypatch):
         if line.strip() and line.strip() != "...":
             assert line in run.stdout, (line, run.stdout)
     assert run.returncode == 1 and (tmp_path / "report.json").exists()
+
+
+def test_impnb_cuda_path_as_an_implementation():
+    from tests.conftest import cuda_mode
+    from impnb.conformance import CUDA
+    if cuda_mode() is None:
+        pytest.skip("no CUDA GPU and no Numba simulator")
+    report = run(CUDA, ["fp8_e4m3_encode", "nvfp4_quantize", "silu"])
+    assert report.ops["fp8_e4m3_encode"].status == "pass" and report.ops["nvfp4_quantize"].status == "pass"
+    if cuda_mode() == "sim":
+        assert report.ops["silu"].status == "skip"  # a CuPy RawKernel: not runnable in the simulator

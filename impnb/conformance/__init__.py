@@ -20,12 +20,16 @@ class _Backend:
         self.backend = backend
 
     def resolve(self, op: str):
+        """The op's function; None where this machine cannot run it (no CUDA path yet, or a CuPy RawKernel under
+        the Numba simulator). Raises BackendUnavailable when CUDA cannot run here at all."""
         from .. import ops
         if self.backend == "reference":
             return ops.reference_impl(op)
         if op in ops.CUDA_PENDING:
             return None
-        return ops.cuda_impl(op)
+        fn = ops.cuda_impl(op)
+        from ..cuda import _runtime
+        return None if (getattr(fn, "gpu_only", False) and _runtime.mode() != "gpu") else fn
 
 
 REFERENCE = _Backend("reference")

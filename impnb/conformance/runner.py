@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import ops as registry
+from ..errors import BackendUnavailable
 from . import arrays
 from .cases import Case, load_all
 from .compare import Mismatch, compare
@@ -136,6 +137,8 @@ def run(impl, ops=None, *, size: str = "tiny", seed: int = 0, inputs: str | None
     for op in selected:
         try:
             fn = resolve(op)
+        except BackendUnavailable as exc:  # the implementation cannot run on this machine at all
+            raise UsageError(str(exc)) from None
         except Exception as exc:
             fn = _raiser(f"resolve({op!r}) raised {type(exc).__name__}: {exc}")
         results[op] = OpResult(op, "skip") if fn is None else run_op(op, fn, cases.get(op, []), size, seed, kind)
