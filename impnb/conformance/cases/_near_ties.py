@@ -46,3 +46,41 @@ def modelopt_divisors(block_amax, ws2) -> np.ndarray:
     s = np.asarray(block_amax, F32) / (F32(6.0) * ws2)
     codes = fp8_e4m3_encode(np.clip(np.where(s == 0, F32(1.0), s), F32(2.0 ** -9), F32(448.0)))
     return fp8_e4m3_decode(codes) * ws2
+
+
+# Midpoints between neighbouring E4M3 values, one per region (subnormal, around 1, 8..16, the top); each
+# tie goes to the even code: 2.5 * 2^-9 -> 2^-8, 1.0625 -> 1, 1.1875 -> 1.25, 12.5 -> 12, 432 -> 448.
+FP8_SCALE_TIES = np.array([2.5 * 2.0 ** -9, 1.0625, 1.1875, 12.5, 432.0], dtype=F32)
+
+
+def amax_for_scale(target, scale_of, *, steps: int = 512):
+    """A float32 block amax a with scale_of(a) == target exactly (scale_of: the producer's float32 block-scale
+    steps before the FP8 rounding), or None. Walks float32 neighbours from a good first guess."""
+    target = F32(target)
+    a = F32(target / scale_of(F32(1.0)))  # scale_of is linear in a up to rounding
+    for _ in range(steps):
+        s = scale_of(a)
+        if s == target:
+            return a
+        a = np.nextafter(a, F32(np.inf) if s < target else F32(0))
+    return None
+
+
+def scale_tie_amaxes(scale_of) -> list:
+    """Block amaxes whose block scale lands exactly on each FP8 tie of FP8_SCALE_TIES and one float32 step either
+    side of it (where such an amax exists): RNE of the scale, and the producer's operation order, decide."""
+    amaxes = []
+    for m in FP8_SCALE_TIES:
+        for target in (np.nextafter(m, F32(0)), m, np.nextafter(m, F32(np.inf))):
+            a = amax_for_scale(target, scale_of)
+            if a is not None:
+                amaxes.append(a)
+    return amaxes
+
+
+def fill_blocks(row: np.ndarray, amaxes, rng) -> None:
+    """Give block g of ``row`` (in place) the amax amaxes[g], at a random position, the rest below it."""
+    for g, a in enumerate(amaxes[: row.size // 16]):
+        block = (rng.uniform(-1.0, 1.0, 16) * F32(a) * F32(0.9)).astype(F32)
+        block[rng.integers(0, 16)] = F32(a) * rng.choice(np.array([-1, 1], F32))
+        row[16 * g:16 * g + 16] = block

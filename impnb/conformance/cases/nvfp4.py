@@ -235,3 +235,28 @@ def _(rng, size):
     w = (rng.standard_normal((n, k)) * 0.1).astype(F32)
     w[1, 7] = -_amax_where_modelopt_rounding_differs(rng)
     return (w,), {"layout": "modelopt"}
+
+
+def scale_tie_weight(rng, n, k, layout):
+    """float32 W [N, K] (tensor amax 3.7: an ordinary global scale) whose blocks have block scales exactly on FP8
+    rounding ties or one float32 step off them, before the FP8 rounding (impnb/conformance/cases/_near_ties.py)."""
+    from ._near_ties import fill_blocks, scale_tie_amaxes
+    w = (rng.standard_normal((n, k)) * 1e-3).astype(F32)
+    w[n - 1, k - 1] = F32(3.7)
+    if layout == "compressed-tensors":
+        gs = (F32(1.0) / F32(3.7)) * F32(2688.0)
+        amaxes = scale_tie_amaxes(lambda a: gs * (F32(a) / F32(6.0)))
+    else:
+        ws2 = F32(3.7) / F32(2688.0)
+        amaxes = scale_tie_amaxes(lambda a: F32(a) / (F32(6.0) * ws2))
+    flat = w[:-1].reshape(-1)  # every row but the amax's
+    fill_blocks(flat, amaxes, rng)
+    w[:-1] = flat.reshape(n - 1, k)
+    return w
+
+
+for _layout, _tag in zip(LAYOUTS, ("ct", "modelopt")):
+    @case("nvfp4_quantize", f"fp8_scale_ties_{_tag}")
+    def _(rng, size, layout=_layout):
+        n, k = (6, 48) if size == "tiny" else (64, 256)
+        return (scale_tie_weight(rng, n, k, layout),), {"layout": layout}

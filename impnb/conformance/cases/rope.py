@@ -63,3 +63,10 @@ def _llama3(rng, size):
                      original_max_position_embeddings=8192)
     inv, _ = rope_inv_freq(cfg, d)
     return (_x(rng, t, h, d), _pos(rng, t, 30000), inv), {}
+
+
+@case("rope", "neox_partial_scaled")
+def _neox_partial_scaled(rng, size):
+    t, h, d = (2, 2, 16) if size == "tiny" else (4, 8, 128)
+    inv, _ = rope_inv_freq(RopeConfig(theta=10000.0, partial_rotary_factor=0.5), d)
+    return (_x(rng, t, h, d), _pos(rng, t, 5000), inv), {"attention_scaling": 1.25}  # scales rotated dims only

@@ -143,7 +143,7 @@ mutant("fp4_unpack", "high_nibble_first", "reads element 2i from the high nibble
 @copy_of("nvfp4_quantize")
 def nvfp4_quantize(w, *, layout="compressed-tensors", scale_encoder=fp8_encode, ct_true_division=False,
                    ct_zero_scale_replaced=True, modelopt_min_clamp=True, ct_stores_multiplier=False,
-                   reciprocal_multiply=False, modelopt_ws2_via_reciprocal=False):
+                   reciprocal_multiply=False, modelopt_ws2_via_reciprocal=False, scale_product_first=False):
     w = _check_weight(w)
     blocks = w.reshape(w.shape[0], -1, GROUP)
     amax_b = np.max(np.abs(blocks), axis=-1)
@@ -153,7 +153,8 @@ def nvfp4_quantize(w, *, layout="compressed-tensors", scale_encoder=fp8_encode, 
             amax = np.maximum(F32(amax), np.finfo(F32).tiny)
             gs = F32(2688.0) / amax if ct_true_division else (F32(1.0) / amax) * F32(2688.0)
             gs = gs if np.isfinite(gs) else F32(1.0)
-            codes = scale_encoder(np.clip(gs * (amax_b / F32(6.0)), F32(-448.0), F32(448.0)))
+            block_scale = (gs * amax_b) / F32(6.0) if scale_product_first else gs * (amax_b / F32(6.0))
+            codes = scale_encoder(np.clip(block_scale, F32(-448.0), F32(448.0)))
             if ct_zero_scale_replaced:
                 codes = np.where(fp8_e4m3_decode(codes) == 0, 0x20, codes).astype(np.uint8)
             divisor = fp8_e4m3_decode(codes) / gs
@@ -162,7 +163,7 @@ def nvfp4_quantize(w, *, layout="compressed-tensors", scale_encoder=fp8_encode, 
         else:
             scalar = (F32(1.0) / (F32(2688.0) / F32(amax)) if modelopt_ws2_via_reciprocal
                       else F32(amax) / F32(2688.0))
-            s = amax_b / (F32(6.0) * scalar)
+            s = (amax_b / F32(6.0)) / scalar if scale_product_first else amax_b / (F32(6.0) * scalar)
             s = np.where(s == 0, F32(1.0), s)
             codes = scale_encoder(np.clip(s, F32(2.0 ** -9) if modelopt_min_clamp else F32(0.0), F32(448.0)))
             scaled = _divide(blocks, (fp8_e4m3_decode(codes) * scalar)[..., None], reciprocal_multiply)
@@ -184,6 +185,11 @@ mutant("nvfp4_quantize", "modelopt_no_min_clamp", "skips ModelOpt's 2^-9 lower c
        nvfp4_quantize, modelopt_min_clamp=False)
 mutant("nvfp4_quantize", "ct_reciprocal_global_scale", "stores the reciprocal 1 / gs in a compressed-tensors "
        "tensor (a multiplier where a divisor belongs)", nvfp4_quantize, ct_stores_multiplier=True)
+mutant("nvfp4_quantize", "block_scale_operation_order", "computes the block scale as (gs * amax) / 6 "
+       "(compressed-tensors) or (amax / 6) / ws2 (ModelOpt): one rounding moves scales that sit on FP8 ties",
+       nvfp4_quantize, scale_product_first=True)
+mutant("nvfp4_quantize", "block_scale_ties_away", "rounds block scales to FP8 with ties away from zero",
+       nvfp4_quantize, scale_encoder=lambda x: fp8_encode(x, ties_even=False))
 mutant("nvfp4_quantize", "reciprocal_multiply", "scales elements by x * (1 / d) instead of dividing by the block "
        "divisor d (two roundings: codes flip next to E2M1 ties)", nvfp4_quantize, reciprocal_multiply=True)
 mutant("nvfp4_quantize", "modelopt_ws2_via_reciprocal", "computes ws2 as 1 / (2688 / amax) instead of amax / 2688",
@@ -263,13 +269,14 @@ mutant("nvfp4_gemm", "ct_global_scale_multiplies", "multiplies by the compressed
 # ---- W4A4 activations ------------------------------------------------------------------------------------------
 @copy_of("fake_quantize_nvfp4_activations")
 def fake_quantize(x, input_scale, *, layout="compressed-tensors", modelopt_scale_divides=False,
-                  fp8_block_scales=True, amax_of_magnitudes=True, reciprocal_multiply=False):
+                  fp8_block_scales=True, amax_of_magnitudes=True, reciprocal_multiply=False,
+                  scale_product_first=False):
     x = np.asarray(x)
     igs = activation_divisor_scale(input_scale, "compressed-tensors" if modelopt_scale_divides else layout)
     blocks = x.reshape(-1, x.shape[-1] // GROUP, GROUP)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         amax = np.max(np.abs(blocks) if amax_of_magnitudes else blocks, axis=-1)
-        block_scale = igs * (amax / F32(6.0))
+        block_scale = (igs * amax) / F32(6.0) if scale_product_first else igs * (amax / F32(6.0))
         if fp8_block_scales:
             codes = fp8_encode(np.clip(block_scale, F32(-448.0), F32(448.0)))
             codes = np.where(fp8_e4m3_decode(codes) == 0, 0x20, codes).astype(np.uint8)
@@ -288,3 +295,5 @@ mutant("fake_quantize_nvfp4_activations", "signed_block_max", "takes the block's
        "magnitude, as the block amax", fake_quantize, amax_of_magnitudes=False)
 mutant("fake_quantize_nvfp4_activations", "reciprocal_multiply", "scales elements by x * (1 / d) instead of "
        "dividing by the block divisor d", fake_quantize, reciprocal_multiply=True)
+mutant("fake_quantize_nvfp4_activations", "block_scale_operation_order", "computes the block scale as "
+       "(igs * amax) / 6 instead of igs * (amax / 6)", fake_quantize, scale_product_first=True)

@@ -72,7 +72,7 @@ mutant("rms_norm", "norm_over_all_heads", "normalises [T, H, D] over H x D inste
 # ---- rope ------------------------------------------------------------------------------------------------------
 @copy_of("rope")
 def rope(x, positions, inv_freq, *, style="neox", attention_scaling=1.0, swap_styles=False, full_dim_pairs=False,
-         use_scaling=True, angle_in_float64=False, rotate_backwards=False):
+         use_scaling=True, angle_in_float64=False, rotate_backwards=False, scale_pass_through=False):
     x = np.asarray(x, dtype=F32)
     inv = np.asarray(inv_freq, dtype=F32)
     if full_dim_pairs:  # pads the frequencies with zeros to D / 2, so neox pairs (i, i + D/2)
@@ -91,6 +91,8 @@ def rope(x, positions, inv_freq, *, style="neox", attention_scaling=1.0, swap_st
         a, b, first, second = x[..., :rot // 2], x[..., rot // 2:rot], np.s_[..., :rot // 2], np.s_[..., rot // 2:rot]
     else:
         a, b, first, second = x[..., 0:rot:2], x[..., 1:rot:2], np.s_[..., 0:rot:2], np.s_[..., 1:rot:2]
+    if scale_pass_through:
+        out[..., rot:] *= scaling
     out[first] = a * cos - b * sin
     out[second] = b * cos + a * sin
     return out
@@ -104,6 +106,8 @@ mutant("rope", "attention_scaling_ignored", "drops YaRN's attention scaling of c
        use_scaling=False)
 mutant("rope", "angles_in_float64", "computes pos * inv_freq in float64 (transformers rounds it to float32)",
        rope, angle_in_float64=True)
+mutant("rope", "scaling_on_pass_through_dims", "multiplies the unrotated dims of a partial rotary head by the "
+       "attention scaling too", rope, scale_pass_through=True)
 mutant("rope", "rotates_backwards", "rotates by -angle (sin sign flipped)", rope, rotate_backwards=True)
 
 
