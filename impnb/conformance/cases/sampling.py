@@ -167,3 +167,9 @@ def _(rng, size):
     rows, vocab = _shape(size, 0)
     x = _logits(rng, 4 * rows, vocab) * np.float32(0.2)  # flat rows: every id has mass
     return (x, _u_on_bin_edges(x, rng)), {}
+
+
+@case("filter_logits", "top_k_and_top_p")
+def _(rng, size):
+    rows, vocab = _shape(size, 0)
+    return (_logits(rng, rows, vocab) * np.float32(0.4),), {"top_k": 6, "top_p": 0.7}  # both cut: order matters

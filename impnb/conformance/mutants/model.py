@@ -114,11 +114,13 @@ mutant("rope", "rotates_backwards", "rotates by -angle (sin sign flipped)", rope
 # ---- attention_mask / attention --------------------------------------------------------------------------------
 @copy_of("attention_mask")
 def attention_mask(query_pos, slot_pos, *, window=None, slot_frame=False, window_inclusive=False,
-                   empty_slots_visible=False, causal=True):
+                   empty_slots_visible=False, causal=True, slot_index_as_position=False):
     q = np.asarray(query_pos, dtype=np.int64)[:, None]
     k = np.asarray(slot_pos, dtype=np.int64)[None, :]
     if slot_frame:  # assumes slot s holds position start + s, the view laid out in position order
         k = (int(k.max()) - k.shape[1] + 1) + np.arange(k.shape[1], dtype=np.int64)[None, :]
+    if slot_index_as_position:  # a mask made over absolute positions, read by view slot index
+        k = np.arange(k.shape[1], dtype=np.int64)[None, :]
     allowed = np.ones((q.shape[0], k.shape[1]), bool) if empty_slots_visible else (k >= 0)
     if causal:
         allowed = allowed & (k <= q)
@@ -129,6 +131,9 @@ def attention_mask(query_pos, slot_pos, *, window=None, slot_frame=False, window
 
 mutant("attention_mask", "ring_slot_coordinates", "builds the mask in ring-slot index coordinates instead of "
        "from each slot's stored position", attention_mask, slot_frame=True)
+mutant("attention_mask", "absolute_mask_read_by_slot", "builds the mask over absolute KV positions and reads "
+       "column s for view slot s (shifted by the ring's start after wrap-around)", attention_mask,
+       slot_index_as_position=True)
 mutant("attention_mask", "window_off_by_one", "lets a query see window + 1 keys (q - k <= window)", attention_mask,
        window_inclusive=True)
 mutant("attention_mask", "empty_slots_visible", "attends to empty slots (position -1)", attention_mask,

@@ -46,26 +46,31 @@ def _stable_order(x, *, higher_id_first=False):
 
 @copy_of("filter_logits")
 def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, *, temperature_first=True,
-                  temperature_reciprocal=False,
-                  top_k_ties_higher=False, top_p_inclusive=False, min_p_absolute=False):
+                  temperature_reciprocal=False, top_k_ties_higher=False, top_p_inclusive=False,
+                  min_p_absolute=False, order=("top_k", "top_p", "min_p")):
     x = np.asarray(logits, dtype=F32).copy()
     if temperature_first:
         x = x * (F32(1.0) / F32(temperature)) if temperature_reciprocal else x / F32(temperature)
-    if 0 < top_k < x.shape[-1]:
-        np.put_along_axis(x, _stable_order(x, higher_id_first=top_k_ties_higher)[..., top_k:], -np.inf, axis=-1)
-    if top_p < 1.0:
-        order = _stable_order(x)
-        p = np.take_along_axis(_softmax64(x), order, axis=-1)
-        mass = np.cumsum(p, axis=-1) - (0.0 if top_p_inclusive else p)
-        cut = mass >= top_p
-        cut[..., 0] = False
-        np.put_along_axis(x, order, np.where(cut, -np.inf, np.take_along_axis(x, order, axis=-1)), axis=-1)
-    if min_p > 0.0:
-        p = _softmax64(x)
-        x[p < (min_p if min_p_absolute else min_p * p.max(axis=-1, keepdims=True))] = -np.inf
+    for step in order:
+        if step == "top_k" and 0 < top_k < x.shape[-1]:
+            np.put_along_axis(x, _stable_order(x, higher_id_first=top_k_ties_higher)[..., top_k:], -np.inf, axis=-1)
+        elif step == "top_p" and top_p < 1.0:
+            _cut_top_p(x, top_p, top_p_inclusive)
+        elif step == "min_p" and min_p > 0.0:
+            p = _softmax64(x)
+            x[p < (min_p if min_p_absolute else min_p * p.max(axis=-1, keepdims=True))] = -np.inf
     if not temperature_first:
         x = x / F32(temperature)
     return x
+
+
+def _cut_top_p(x, top_p, inclusive):
+    order = _stable_order(x)
+    p = np.take_along_axis(_softmax64(x), order, axis=-1)
+    mass = np.cumsum(p, axis=-1) - (0.0 if inclusive else p)
+    cut = mass >= top_p
+    cut[..., 0] = False
+    np.put_along_axis(x, order, np.where(cut, -np.inf, np.take_along_axis(x, order, axis=-1)), axis=-1)
 
 
 def _softmax64(x):
@@ -75,6 +80,10 @@ def _softmax64(x):
 
 mutant("filter_logits", "temperature_last", "filters the untempered logits and divides by the temperature at the "
        "end", filter_logits, temperature_first=False)
+mutant("filter_logits", "top_p_before_top_k", "applies top-p to the whole vocabulary, then top-k", filter_logits,
+       order=("top_p", "top_k", "min_p"))
+mutant("filter_logits", "min_p_before_top_p", "applies min-p before top-p (top-p then sees the min-p survivors)",
+       filter_logits, order=("top_k", "min_p", "top_p"))
 mutant("filter_logits", "temperature_reciprocal", "multiplies by 1 / temperature (two roundings) instead of "
        "dividing", filter_logits, temperature_reciprocal=True)
 mutant("filter_logits", "top_k_ties_to_higher_id", "breaks a tie at the top-k cut toward the higher id",
