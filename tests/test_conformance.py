@@ -210,3 +210,20 @@ def test_impnb_cuda_path_as_an_implementation():
     assert report.ops["fp8_e4m3_encode"].status == "pass" and report.ops["nvfp4_quantize"].status == "pass"
     if cuda_mode() == "sim":
         assert report.ops["silu"].status == "skip"  # a CuPy RawKernel: not runnable in the simulator
+
+
+def test_to_host_takes_torch_tensors_bit_for_bit():
+    torch = pytest.importorskip("torch")
+    import ml_dtypes
+    from impnb.cuda._runtime import to_host
+    x = torch.tensor([1.5, -0.0, float("nan"), 3.0e38], dtype=torch.float32)
+    for dtype, numpy_dtype in ((torch.bfloat16, ml_dtypes.bfloat16), (torch.float8_e4m3fn, ml_dtypes.float8_e4m3fn),
+                               (torch.float32, np.float32), (torch.float16, np.float16)):
+        t = x.clamp(-448, 448).to(dtype) if dtype == torch.float8_e4m3fn else x.to(dtype)
+        host = to_host(t)
+        assert isinstance(host, np.ndarray) and host.dtype == numpy_dtype
+        width = {1: torch.uint8, 2: torch.int16, 4: torch.int32}[t.element_size()]
+        assert host.tobytes() == t.view(width).numpy().tobytes()
+    param = torch.nn.Parameter(torch.ones(3))  # requires grad: detached, not an error
+    assert to_host(param).tolist() == [1.0, 1.0, 1.0]
+    assert to_host(torch.arange(6).reshape(2, 3).t()).tolist() == [[0, 3], [1, 4], [2, 5]]  # a strided view
