@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             return _diff(args)
         if args.cmd == "import-hf":
             from .hf import import_hf
-            ids = [int(t) for t in args.ids.split(",")] if args.ids else None
+            ids = _ids(args.ids) if args.ids else None
             manifest = import_hf(args.model, args.out, prompt=args.prompt, ids=ids)
         else:
             from .llamacpp import import_log
@@ -58,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {len(manifest['left_out'])} q / k taps left out: their head order depends on the architecture; "
               f"pass --model FILE.gguf to keep them", file=sys.stderr)
     return 0
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--ids {text!r}: expected comma-separated integers, e.g. 504,3575,282") from None
 
 
 def _describe(path: str, manifest: dict) -> str:
