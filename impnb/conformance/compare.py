@@ -103,13 +103,15 @@ def _compare_leaf(op, path, ref, got, args, kwargs):
         return "", 0.0, 1, Mismatch(path, f"shape {list(got.shape)} {got.dtype}, expected {list(ref.shape)} "
                                           f"{ref.dtype}")
     rule = tolerances.rule_for(op, ref.dtype)
+    if ref.ndim == 0:  # a scalar (e.g. an NVFP4 global scale): compared as one element at index [0]
+        ref, got = ref.reshape(1), got.reshape(1)
     bad = np.asarray(tolerances._violations(rule, ref, got, args, kwargs), dtype=bool)  # the table's own verdict
     metric, score = _scores(rule, ref, got, args, kwargs)
     worst = float(np.max(score)) if score.size else 0.0
     if not bad.any():
         return metric, worst, 0, None
     flat = int(np.argmax(np.where(bad.ravel(), score.ravel(), -1.0)))
-    index = tuple(int(i) for i in np.unravel_index(flat, ref.shape)) if ref.ndim else ()
+    index = tuple(int(i) for i in np.unravel_index(flat, ref.shape))
     mismatch = Mismatch(path, index=index, reference=_item(ref, index), got=_item(got, index),
                         reference_bits=_hex(ref, index), got_bits=_hex(got, index), bad=int(bad.sum()),
                         total=int(ref.size), rule=str(rule), input=_input_at(args, ref.shape, index))
