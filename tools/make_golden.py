@@ -1,172 +1,205 @@
-"""Write golden/op_core.npz + golden/manifest.json: language-neutral conformance vectors of the op-core formats.
+"""Write golden/: language-neutral conformance vectors of every registered op (raw little-endian .bin + JSON).
 
-    python tools/make_golden.py            # (re)write golden/
-    python tools/make_golden.py --check    # compare a fresh build with golden/ and exit 1 on any difference
+    python tools/make_golden.py            # (re)write golden/manifest.json and golden/vectors/
+    python tools/make_golden.py --check    # compare a fresh build with golden/; exit 1 on any difference
 
-Every array is built deterministically (fixed seed, NumPy's PCG64) from impnb's NumPy reference; the manifest
-says what each array means, its dtype and shape, and the SHA-256 of its little-endian bytes, so an engine in any
-language can test itself against the file without Python. tests/test_golden_vectors.py regenerates and compares.
+One vector per conformance case (impnb/conformance/cases, size "tiny"): the case's inputs, built from a generator
+seeded by (SEED, case name) exactly as ``python -m impnb.conformance --seed SEED`` builds them, and the reference's
+outputs. golden/README.md says how an engine in any language reads them; golden/harness/ is a C reader and checker.
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import math
+import warnings
 import hashlib
-import io
+import inspect
 import json
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from impnb.reference import fp4, fp8, nvfp4
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-FORMAT_VERSION = 1
+from impnb import ops, tolerances  # noqa: E402
+from impnb.conformance.cases import load_all  # noqa: E402
+from impnb.conformance.runner import case_rng  # noqa: E402
+from impnb.formats import NVFP4Tensor  # noqa: E402
+
+FORMAT_VERSION = 2
 SEED = 20261122
-GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"
-F32 = np.float32
-N, K, M = 8, 64, 3  # the NVFP4 weight [N, K] and the GEMM activations [M, K]
+SIZE = "tiny"
+GOLDEN_DIR = ROOT / "golden"
+DTYPES = ("float32", "float64", "uint8", "int32", "int64", "bool")
 
-
-def _fp8_inputs(rng) -> np.ndarray:
-    grid = fp8.fp8_e4m3_decode(np.arange(0x7F, dtype=np.uint8)).astype(np.float64)
-    mids = np.concatenate([(grid[:-1] + grid[1:]) / 2, [464.0]]).astype(F32)
-    around = np.concatenate([np.nextafter(mids, F32(0)), mids, np.nextafter(mids, F32(np.inf))])
-    specials = np.array([300, 480, 1e30, np.inf, -np.inf, np.nan, -np.nan, -0.0, 0.0, -1e-10], F32)
-    wide = np.exp2(rng.uniform(-30, 14, 256)) * np.where(rng.random(256) < 0.5, -1, 1)
-    return np.concatenate([specials, around, -around, wide]).astype(F32)
-
-
-def _e2m1_inputs(rng) -> np.ndarray:
-    ties = fp4.TIES.astype(F32)
-    around = np.concatenate([np.nextafter(ties, F32(0)), ties, np.nextafter(ties, F32(np.inf))])
-    specials = np.array([0.0, -0.0, -1e-30, 6.5, -7.0, np.inf, -np.inf], F32)
-    return np.concatenate([specials, around, -around, rng.uniform(-8, 8, 128)]).astype(F32)
-
-
-def _weight(rng) -> np.ndarray:
-    """[N, K] bf16-representable float32 with an all-zero block, an FP8-underflow block, an outlier and a -0.0."""
-    w = rng.standard_normal((N, K)) * 0.02
-    w[0, :16] = 0.0
-    w[N - 1, K - 16:] *= 1e-7
-    w[N // 2, K // 2] = 0.75
-    w[1, 1] = -0.0
-    bits = w.astype(F32).view(np.uint32) & np.uint32(0xFFFF0000)  # truncate to bf16: exact in float32
-    return bits.view(F32)
-
-
-def _nvfp4_vectors(tag: str, layout: str, w, x, xm) -> dict[str, np.ndarray]:
-    t = nvfp4.nvfp4_quantize(w, layout=layout)
-    dq = nvfp4.nvfp4_dequantize(t).astype(np.float64)
-    return {
-        f"{tag}.w": w, f"{tag}.packed": t.packed, f"{tag}.scales": t.scales,
-        f"{tag}.global_scale": np.array([t.global_scale], F32), f"{tag}.dequant": nvfp4.nvfp4_dequantize(t),
-        f"{tag}.x": x, f"{tag}.gemv": nvfp4.nvfp4_gemv(t, x), f"{tag}.gemv_f64": dq @ x.astype(np.float64),
-        f"{tag}.gemv_abs": np.abs(dq) @ np.abs(x.astype(np.float64)),
-        f"{tag}.X": xm, f"{tag}.gemm": nvfp4.nvfp4_gemm(t, xm),
-    }
-
-
-def build_vectors() -> dict[str, np.ndarray]:
-    """Every golden array, by name (deterministic)."""
-    rng = np.random.default_rng(SEED)
-    x8, x4, w = _fp8_inputs(rng), _e2m1_inputs(rng), _weight(rng)
-    codes = rng.integers(0, 16, (4, 16), dtype=np.uint8)
-    x, xm = rng.standard_normal(K).astype(F32), rng.standard_normal((M, K)).astype(F32)
-    out = {
-        "fp8_encode.x": x8, "fp8_encode.saturating": fp8.fp8_e4m3_encode(x8),
-        "fp8_encode.non_saturating": fp8.fp8_e4m3_encode(x8, saturate=False),
-        "fp8_decode.codes": np.arange(256, dtype=np.uint8),
-        "fp8_decode.values": fp8.fp8_e4m3_decode(np.arange(256, dtype=np.uint8)),
-        "e2m1_encode.x": x4, "e2m1_encode.codes": fp4.e2m1_encode(x4),
-        "e2m1_decode.codes": np.arange(16, dtype=np.uint8),
-        "e2m1_decode.values": fp4.e2m1_decode(np.arange(16, dtype=np.uint8)),
-        "fp4_pack.codes": codes, "fp4_pack.packed": fp4.fp4_pack(codes),
-    }
-    out.update(_nvfp4_vectors("nvfp4_ct", "compressed-tensors", w, x, xm))
-    out.update(_nvfp4_vectors("nvfp4_modelopt", "modelopt", w, x, xm))
-    return out
-
-
-MEANING = {
-    "fp8_encode.x": "float32 inputs: specials, every E4M3 midpoint (and 464) with its float32 neighbours, both "
-                    "signs, 256 random values of magnitude 2^-30..2^14",
-    "fp8_encode.saturating": "E4M3FN bytes, RNE, SATFINITE: |x| > 464 and +-inf -> 0x7E|sign, NaN -> 0x7F|sign",
-    "fp8_encode.non_saturating": "E4M3FN bytes, RNE, overflow and +-inf -> 0x7F|sign (ml_dtypes / __NV_NOSAT)",
-    "fp8_decode.codes": "all 256 bytes",
-    "fp8_decode.values": "their float32 values (0x7F/0xFF: NaN 0x7FC00000/0xFFC00000; 0x80: -0.0)",
-    "e2m1_encode.x": "float32 inputs: specials, every E2M1 tie with its float32 neighbours, both signs, random",
-    "e2m1_encode.codes": "E2M1 codes 0..15: RNE, +-6 saturation, -0.0 -> 0x0, negative underflow -> 0x8, NaN -> 0x7",
-    "e2m1_decode.codes": "all 16 codes", "e2m1_decode.values": "their float32 values (0x8: -0.0)",
-    "fp4_pack.codes": "uint8 codes [4, 16]", "fp4_pack.packed": "bytes [4, 8]: element 2i in the low nibble",
+# What the per-element bound of a ScaledError rule multiplies (the rule's own number is rule.bound).
+SCALE_FORMULAS = {
+    "nvfp4_gemv": "gamma(K + 2) * sum_k |W[n, k]| |x[k]|, W = nvfp4_dequantize(t), gamma(n) = expm1(8 sqrt(n) u + "
+                  "n u^2 / (1 - u)), u = 2^-24 (Higham-Mary probabilistic bound of an n-term float32 dot product)",
+    "nvfp4_gemm": "gamma(K + 2) * sum_k |X[m, k]| |W[n, k]|, W = nvfp4_dequantize(t), gamma as for nvfp4_gemv",
+    "linear": "sum_k |x[t, k]| |W[n, k]| + |b[n]|",
 }
-for _tag, _layout, _rule in (("nvfp4_ct", "compressed-tensors", "divisor gs: w = q * (s / gs)"),
-                             ("nvfp4_modelopt", "modelopt", "multiplier ws2: w = q * (s * ws2)")):
-    MEANING.update({
-        f"{_tag}.w": f"float32 weight [{N}, {K}] (bf16-representable; an all-zero block at row 0, an FP8-underflow "
-                     f"block at the last row's last block, an outlier owning amax, a -0.0)",
-        f"{_tag}.packed": f"nvfp4_quantize(w, layout={_layout!r}).packed: uint8 [{N}, {K // 2}]",
-        f"{_tag}.scales": f"its FP8 E4M3 block scales: uint8 [{N}, {K // 16}], block g = columns 16g..16g+15",
-        f"{_tag}.global_scale": f"its per-tensor float32 scalar, shape [1]: {_rule}",
-        f"{_tag}.dequant": "nvfp4_dequantize: float32, exact (one rounding per element in the layout's order)",
-        f"{_tag}.x": f"float32 activations [{K}]",
-        f"{_tag}.gemv": "nvfp4_gemv(t, x) in impnb's float32 order (16-element block partials, blocks in order); "
-                        "another engine's order is held to |y - gemv| <= 2 * gamma~ * gemv_abs, gamma~ = "
-                        "expm1(8 sqrt(K+2) u + (K+2) u^2 / (1-u)), u = 2^-24 (impnb/tolerances.py)",
-        f"{_tag}.gemv_f64": "float64 dequant @ x: the exact product", f"{_tag}.gemv_abs": "float64 |dequant| @ |x|",
-        f"{_tag}.X": f"float32 activations [{M}, {K}]", f"{_tag}.gemm": f"nvfp4_gemm(t, X): float32 [{M}, {N}]",
-    })
 
 
-def manifest(vectors: dict[str, np.ndarray]) -> dict:
-    arrays = {name: {"dtype": a.dtype.name, "shape": list(a.shape), "meaning": MEANING[name],
-                     "sha256": hashlib.sha256(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes())
-                     .hexdigest()} for name, a in vectors.items()}
-    return {"format_version": FORMAT_VERSION, "generator": "python tools/make_golden.py", "seed": SEED,
-            "file": "op_core.npz (an uncompressed ZIP of NPY v1 files, one per array, named <array>.npy; little-endian)",
-            "rounding": "every encoder is round-to-nearest-even; see README ## Numerics", "arrays": arrays}
+def _rel(path: Path) -> str:
+    return path.relative_to(GOLDEN_DIR).as_posix()
+
+
+def _array_entry(files: dict, stem: Path, name: str, a) -> dict:
+    """Store array ``a`` as <stem>.<name>.bin (little-endian) and describe it."""
+    a = np.asarray(a)
+    dtype = a.dtype.name
+    if dtype not in DTYPES:
+        raise TypeError(f"{stem}.{name}: dtype {dtype} has no golden encoding")
+    data = np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()
+    path = stem.parent / f"{stem.name}.{name}.bin"
+    files[_rel(path)] = data
+    return {"file": path.name, "dtype": dtype, "shape": list(a.shape), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _value_entry(files: dict, stem: Path, name: str, value) -> dict:
+    """An input value: an array, an NVFP4Tensor, a scalar or None."""
+    if isinstance(value, NVFP4Tensor):
+        return {"kind": "nvfp4", "layout": value.layout, "global_scale": _json_float(value.global_scale),
+                "global_scale_float32_bits": f"0x{np.float32(value.global_scale).view(np.uint32):08x}",
+                "packed": _array_entry(files, stem, f"{name}.packed", value.packed),
+                "scales": _array_entry(files, stem, f"{name}.scales", value.scales)}
+    if isinstance(value, np.ndarray):
+        return {"kind": "array", **_array_entry(files, stem, name, value)}
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return {"kind": "scalar", "value": _json_float(value)}
+    if value is None or isinstance(value, (bool, int, str)):
+        return {"kind": "scalar", "value": value}
+    raise TypeError(f"{stem}: cannot store input {name} of type {type(value).__name__}")
+
+
+def _json_float(v: float):
+    """A finite float as a JSON number (Python's repr: exact round trip); inf / -inf / nan as those strings."""
+    return v if math.isfinite(v) else repr(v)
+
+
+def _outputs(ref) -> list[tuple[str, np.ndarray]]:
+    """(name, array) of every output leaf: "out", "out.0", "out.1" (tuples), "out.packed", ... (NVFP4Tensor)."""
+    if isinstance(ref, tuple):
+        return [(f"out.{i}", np.asarray(r)) for i, r in enumerate(ref)]
+    if isinstance(ref, NVFP4Tensor):
+        return [("out.packed", ref.packed), ("out.scales", ref.scales),
+                ("out.global_scale", np.array([ref.global_scale], np.float32))]
+    return [("out", np.asarray(ref))]
+
+
+def _tolerance(files, stem, op, name, ref_leaf, args, kwargs) -> dict:
+    rule = tolerances.rule_for(op, ref_leaf.dtype)
+    if isinstance(rule, tolerances.Exact) or ref_leaf.dtype.kind in "biu":
+        return {"rule": "exact", "check": "the bytes of got equal the bytes of expected (NaN payloads and the "
+                                          "sign of zero included)"}
+    r = np.abs(ref_leaf.astype(np.float64))
+    if isinstance(rule, tolerances.AllClose):
+        bound = rule.atol + rule.rtol * r
+        formula = f"atol + rtol * |expected|, atol = {rule.atol!r}, rtol = {rule.rtol!r}"
+    else:
+        bound = rule.bound * np.broadcast_to(np.asarray(rule.scale(args, kwargs), np.float64), r.shape)
+        formula = f"{rule.bound!r} * {SCALE_FORMULAS[op]}"
+    bound = np.where(np.isfinite(ref_leaf), bound, 0.0).astype(np.float64)
+    return {"rule": "bound", "formula": formula,
+            "check": "where expected is finite: got is finite and |got - expected| <= bound (in float64); "
+                     "where expected is NaN or +-inf: got is the same (NaN: any NaN; inf: same sign)",
+            "bound": _array_entry(files, stem, f"{name}.bound", bound)}
+
+
+def describe_vector(files: dict, case) -> dict:
+    """Build one case's inputs, run the reference, store every array; return the vector's manifest."""
+    op = case.op
+    args, kwargs = case.make(case_rng(case, SEED), SIZE)
+    ref = ops.reference_impl(op)(*copy.deepcopy(args), **copy.deepcopy(kwargs))
+    stem = GOLDEN_DIR / "vectors" / op / case.id
+    params = list(inspect.signature(ops.reference_impl(op)).parameters)
+    inputs = [{"name": params[i], "position": i, **_value_entry(files, stem, f"in.{params[i]}", a)}
+              for i, a in enumerate(args)]
+    inputs += [{"name": k, "keyword": True, **_value_entry(files, stem, f"in.{k}", v)} for k, v in kwargs.items()]
+    outputs = []
+    for name, leaf in _outputs(ref):
+        outputs.append({"name": name, **_array_entry(files, stem, name, leaf),
+                        "tolerance": _tolerance(files, stem, op, name, leaf, args, kwargs)})
+    if isinstance(ref, NVFP4Tensor):
+        outputs.append({"name": "out.layout", "value": ref.layout})
+    spec = ops.OPS[op]
+    return {"format_version": FORMAT_VERSION, "op": op, "case": case.id, "family": spec.family,
+            "exact": spec.exact, "summary": spec.summary,
+            "reference": f"impnb/reference/{spec.family}.py:{op}", "signature": f"{op}{_signature(op)}",
+            "inputs": inputs, "outputs": outputs}
+
+
+def _signature(op: str) -> str:
+    return str(inspect.signature(ops.reference_impl(op)))
+
+
+def build() -> dict[str, bytes]:
+    """Every file of golden/ that this tool owns: relative path -> bytes (deterministic)."""
+    files: dict[str, bytes] = {}
+    index = []
+    for op, cases in sorted(load_all().items(), key=lambda kv: list(ops.OPS).index(kv[0])):
+        for case in cases:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # unusable-global-scale cases warn by design
+                manifest = describe_vector(files, case)
+            path = f"vectors/{op}/{case.id}.json"
+            files[path] = (json.dumps(manifest, indent=1, allow_nan=False) + "\n").encode()
+            index.append({"op": op, "case": case.id, "manifest": path,
+                          "sha256": hashlib.sha256(files[path]).hexdigest()})
+    top = {"format_version": FORMAT_VERSION, "generator": "python tools/make_golden.py", "seed": SEED,
+           "size": SIZE, "byte_order": "little", "ops": sorted({v["op"] for v in index}),
+           "layout": "vectors/<op>/<case>.json describes one call of <op>; its arrays are raw little-endian "
+                     "files beside it (<case>.in.<name>.bin, <case>.out.bin, ...); see README.md",
+           "vectors": index}
+    files["manifest.json"] = (json.dumps(top, indent=1, allow_nan=False) + "\n").encode()
+    return files
+
+
+def owned(directory: Path) -> set[str]:
+    """Relative paths of the files under ``directory`` that this tool writes (manifest.json and vectors/)."""
+    found = {p.relative_to(directory).as_posix() for p in (directory / "vectors").rglob("*") if p.is_file()}
+    if (directory / "manifest.json").exists():
+        found.add("manifest.json")
+    return found
 
 
 def write(directory: Path = GOLDEN_DIR) -> None:
-    vectors = build_vectors()
-    directory.mkdir(parents=True, exist_ok=True)
-    _write_npz(directory / "op_core.npz", vectors)
-    (directory / "manifest.json").write_text(json.dumps(manifest(vectors), indent=1) + "\n")
-    print(f"wrote {len(vectors)} arrays to {directory}/op_core.npz and manifest.json")
-
-
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez's format (uncompressed ZIP of .npy files) with fixed timestamps: same arrays, same bytes."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
-        for name, a in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
-            archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
+    files = build()
+    for stale in owned(directory) - set(files):
+        (directory / stale).unlink()
+    for rel, data in files.items():
+        path = directory / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_bytes() != data:
+            path.write_bytes(data)
+    total = sum(len(d) for d in files.values())
+    print(f"wrote {len(files)} files ({total / 1e6:.2f} MB) for {sum(1 for f in files if f.endswith('.json')) - 1} "
+          f"vectors to {directory}")
 
 
 def differences(directory: Path = GOLDEN_DIR) -> list[str]:
-    """Names of arrays whose fresh build differs from the committed file (bits, dtype or shape), or that are missing."""
-    fresh = build_vectors()
-    with np.load(directory / "op_core.npz") as stored:
-        names = set(stored.files) | set(fresh)
-        return sorted(n for n in names if n not in stored.files or n not in fresh
-                      or not _same_bits(stored[n], fresh[n]))
-
-
-def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    """Files whose fresh build differs from the committed one, or that are missing or stale."""
+    files = build()
+    present = owned(directory)
+    diff = [rel for rel, data in files.items() if rel not in present or (directory / rel).read_bytes() != data]
+    return sorted(diff + [f"{rel} (stale)" for rel in present - set(files)])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare with golden/ instead of writing")
-    parser.add_argument("--dir", type=Path, default=GOLDEN_DIR)
     args = parser.parse_args(argv)
     if not args.check:
-        write(args.dir)
+        write()
         return 0
-    diff = differences(args.dir)
-    print("golden vectors match" if not diff else f"{len(diff)} arrays differ: {', '.join(diff)}")
+    diff = differences()
+    print("golden vectors match" if not diff else f"{len(diff)} files differ: {', '.join(diff[:20])}")
     return 1 if diff else 0
 
 

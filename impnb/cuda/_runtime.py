@@ -62,9 +62,13 @@ def require(gpu_only: bool = False) -> str:
 
 
 def to_host(obj):
-    """NumPy copy of a CuPy / Numba device array; NVFP4Tensor-like objects via their own to_host(); else as is."""
+    """NumPy copy of a device array: CuPy, Numba, or a torch tensor on any device (CPU or CUDA; bfloat16 and the
+    float8 dtypes come back as their ml_dtypes types, bit for bit). NVFP4Tensor-like objects go through their own
+    to_host(). Anything else is returned as is."""
     if hasattr(obj, "to_host") and callable(obj.to_host):
         return obj.to_host()
+    if _is_torch_tensor(obj):  # before the CUDA-interface test: a CUDA torch tensor has one, but no .get()
+        return _torch_to_numpy(obj)
     if hasattr(obj, "__cuda_array_interface__"):
         if hasattr(obj, "get"):  # CuPy
             return obj.get()
@@ -72,3 +76,26 @@ def to_host(obj):
     if type(obj).__module__.startswith("numba.cuda.simulator"):
         return np.asarray(obj)
     return obj
+
+
+def _is_torch_tensor(obj) -> bool:
+    """True for torch.Tensor (and subclasses such as Parameter) without importing torch."""
+    return any(cls.__module__ == "torch" and cls.__name__ == "Tensor" for cls in type(obj).__mro__)
+
+
+# torch dtypes NumPy has no type for: (bit-carrier dtype name in torch, ml_dtypes type name)
+_TORCH_VIA_BITS = {"bfloat16": ("int16", "bfloat16"), "float8_e4m3fn": ("uint8", "float8_e4m3fn"),
+                   "float8_e5m2": ("uint8", "float8_e5m2"), "float8_e8m0fnu": ("uint8", "float8_e8m0fnu")}
+
+
+def _torch_to_numpy(t) -> np.ndarray:
+    import torch
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.to("cpu")
+    name = str(t.dtype).removeprefix("torch.")
+    if name in _TORCH_VIA_BITS:
+        import ml_dtypes
+        carrier, target = _TORCH_VIA_BITS[name]
+        return t.contiguous().view(getattr(torch, carrier)).numpy().copy().view(getattr(ml_dtypes, target))
+    return t.resolve_conj().resolve_neg().numpy().copy()

@@ -1,5 +1,6 @@
-"""Cross-check cases of the activations (impnb/reference/activations.py): wide ranges incl. large |x|, the gpt-oss
-clamp limits, softcap past the cap."""
+"""Cross-check cases of the activations (impnb/reference/activations.py): wide ranges incl. large |x| (exp
+overflow), the gpt-oss clamp limits on both sides of gate and up (default and other alpha / limit), softcap past
+the cap."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,3 +29,18 @@ def _oai(rng, size):
 @case("softcap", "logits")
 def _softcap(rng, size):
     return (_x(rng, size, 40.0),), {"cap": 30.0}
+
+
+for _name in ("swiglu", "geglu_tanh"):
+    case(_name, "extremes")(lambda rng, size: ((np.array([-100, -20, -3, 0, 3, 20, 100], np.float32),
+                                                np.array([2, -1, 0.5, 7, -3, 1, -2], np.float32)), {}))
+
+
+@case("swiglu_oai", "other_alpha_limit")
+def _oai_other(rng, size):
+    return (_x(rng, size, 5.0), _x(rng, size, 5.0)), {"alpha": 0.9, "limit": 3.0}
+
+
+@case("softcap", "small_cap")
+def _softcap_small(rng, size):
+    return (_x(rng, size, 10.0),), {"cap": 5.0}

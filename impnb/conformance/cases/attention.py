@@ -1,5 +1,6 @@
-"""Cross-check cases of attention (impnb/reference/attention.py): GQA groups, masks from a wrapped ring, softcap,
-sinks, unequal v head dim, decode rows."""
+"""Cross-check cases of attention (impnb/reference/attention.py): GQA groups, masks from a wrapped ring, softcap
+(with masked slots, so it must come before the mask), sinks, unequal v head dim, decode rows, a row with no
+allowed key (zeros, never NaN), scales other than 1 / sqrt(D)."""
 from __future__ import annotations
 
 import numpy as np
@@ -51,4 +52,31 @@ def _sinks(rng, size):
 def _dv(rng, size):
     t, s, hq, hkv, d, dv = (2, 5, 2, 1, 8, 4) if size == "tiny" else (4, 300, 8, 2, 192, 128)
     q, k, v = _qkv(rng, t, s, hq, hkv, d, dv)
+    return (q, k, v, _causal(t, s)), {"scale": 1.0}
+
+
+@case("attention", "fully_masked_row")
+def _fully_masked(rng, size):
+    t, s, hq, hkv, d = (3, 6, 4, 2, 8) if size == "tiny" else (4, 256, 8, 2, 64)
+    q, k, v = _qkv(rng, t, s, hq, hkv, d)
+    pos = np.full(s, -1, np.int64)
+    pos[: s // 2] = np.arange(s // 2) + 10  # the first query (position 2) sees no key: its row must be zeros
+    mask = attention_mask(np.array([2] + [s + 20] * (t - 1)), pos)
+    return (q, k, v, mask), {"scale": 0.3}
+
+
+@case("attention", "softcap_sinks_gqa")
+def _softcap_sinks(rng, size):
+    t, s, hq, hkv, d = (2, 6, 6, 3, 8) if size == "tiny" else (8, 512, 64, 8, 64)
+    q, k, v = _qkv(rng, t, s, hq, hkv, d)
+    q *= np.float32(3.0)
+    sinks = (2.0 * rng.standard_normal(hq)).astype(np.float32)
+    return (q, k, v, _causal(t, s)), {"scale": 0.5, "softcap": 4.0, "sinks": sinks}
+
+
+@case("attention", "large_scores")
+def _large(rng, size):
+    t, s, hq, hkv, d = (2, 5, 2, 2, 8) if size == "tiny" else (4, 300, 8, 8, 128)
+    q, k, v = _qkv(rng, t, s, hq, hkv, d)
+    q *= np.float32(40.0)  # scores of several hundred: exp overflows float32 unless the row max is subtracted
     return (q, k, v, _causal(t, s)), {"scale": 1.0}

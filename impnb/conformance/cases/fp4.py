@@ -1,6 +1,7 @@
 """Cross-check cases of the E2M1 codec and nibble packing (impnb/reference/fp4.py).
 
-Inputs: every E2M1 tie with its float32 neighbours, +-0, +-inf, values past the saturation point, fresh random
+Inputs: every E2M1 tie with its float32 neighbours, +-0, +-inf, NaNs of both signs (with payloads), negative
+values that round to zero, float32 subnormals, values past the saturation point, fresh random
 float32 spread over (-8, 8) (the range a quantizer feeds the encoder), all 16 codes, random codes and bytes on
 awkward shapes (odd row counts, a leading batch axis) and on the packed shape of a real weight.
 """
@@ -28,8 +29,10 @@ def ties_with_neighbours():
     return np.concatenate([around, -around]).astype(F32)
 
 
-SPECIALS = np.array([0.0, -0.0, 1e-30, -1e-30, -0.2, 0.5, -0.5, 6.0, -6.0, 6.5, -7.0, 100.0, np.inf, -np.inf],
-                    dtype=F32)
+SPECIALS = np.concatenate([
+    np.array([0.0, -0.0, 1e-30, -1e-30, 1e-40, -1e-40, -0.2, -0.25, 0.5, -0.5, 6.0, -6.0, 6.5, -7.0, 100.0, -1e30,
+              np.inf, -np.inf], dtype=F32),
+    np.array([0x7FC00000, 0xFFC00000, 0x7FC00007, 0xFF800001], dtype=np.uint32).view(F32)])  # NaNs, both signs
 
 
 @case("e2m1_encode", "ties_and_neighbours")

@@ -1,8 +1,10 @@
 """Cross-check cases of the FP8 E4M3 codec (impnb/reference/fp8.py).
 
-Inputs: fresh random float32 of a wide dynamic range (2^-30 .. 2^14, both signs), the canonical table and every
-E4M3 midpoint with its float32 neighbours (numerics-spec 2.2 / 6.4), every float16 value (real) or a random sample
-of them (tiny: the simulator runs one Python thread per element), and random bytes for the decoder.
+Inputs: fresh random float32 of a wide dynamic range (2^-30 .. 2^14, both signs), the canonical table (the
+saturation and overflow boundaries 240 / 256 / 448 / 464 in both modes, the subnormal range and its 2^-10 tie,
+signed zeros, +-inf, NaNs of both signs with quiet and signalling payloads, float32 subnormals) and every E4M3
+midpoint with its float32 neighbours, every float16 value (real) or a random sample of them (tiny: the simulator
+runs one Python thread per element), and random bytes for the decoder.
 """
 from __future__ import annotations
 
@@ -66,6 +68,11 @@ def _(rng, size):
 def _(rng, size):
     x = np.concatenate([CANONICAL, wide_range_float32(rng, _N[size])])
     return (x,), {"saturate": False}
+
+
+@case("fp8_e4m3_encode", "non_saturating_midpoints")
+def _(rng, size):
+    return (rng.permutation(np.concatenate([CANONICAL, midpoints_with_neighbours()])),), {"saturate": False}
 
 
 @case("fp8_e4m3_encode", "block_scales_2d")

@@ -1,4 +1,5 @@
-"""Cross-check cases of rms_norm (impnb/reference/norms.py): awkward widths, Gemma's +1 offset, weightless, QK-norm."""
+"""Cross-check cases of rms_norm (impnb/reference/norms.py): awkward widths, Gemma's +1 offset, weightless,
+QK-norm, and rows small enough that eps decides the result (eps inside the sqrt, not added outside it)."""
 from __future__ import annotations
 
 import numpy as np
@@ -32,3 +33,11 @@ def _weightless(rng, size):
 def _chunks(rng, size):
     t, h, c, d = (2, 2, 2, 8) if size == "tiny" else (3, 16, 4, 128)  # head_dim = c * d, norm per chunk of d
     return (_x(rng, t, h, c, d), 1.0 + 0.1 * _x(rng, d)), {"eps": 1e-6}
+
+
+@case("rms_norm", "eps_dominated")
+def _small(rng, size):
+    t, d = (4, 24) if size == "tiny" else (8, 2048)
+    x = _x(rng, t, d) * np.float32(1e-3)  # mean square 1e-6 next to eps 1e-5
+    x[-1] = 0.0  # an all-zero row: zeros out, no NaN
+    return (x, 1.0 + 0.1 * _x(rng, d)), {"eps": 1e-5}

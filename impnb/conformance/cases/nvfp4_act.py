@@ -49,3 +49,24 @@ def _(rng, size):
 def _(rng, size):
     m, k = SHAPES[size][0]
     return (rng.standard_normal((2, m, k)).astype(F32), _igs(5.0)), {}
+
+
+@case("fake_quantize_nvfp4_activations", "near_e2m1_ties_ct")
+def _(rng, size):
+    from ._near_ties import ct_divisors, plant
+    m, k = SHAPES[size][0]
+    x = rng.standard_normal((m, k)).astype(F32)
+    igs = _igs(4.0)
+    for r in range(m):
+        plant(x[r], ct_divisors(np.max(np.abs(x[r].reshape(-1, 16)), axis=-1), igs), rng)
+    return (x, igs), {"layout": "compressed-tensors"}
+
+
+@case("fake_quantize_nvfp4_activations", "fp8_scale_ties_ct")
+def _(rng, size):
+    from ._near_ties import fill_blocks, scale_tie_amaxes
+    igs = _igs(3.7)  # not a multiple of 6: the order of igs * (amax / 6) matters
+    amaxes = scale_tie_amaxes(lambda a: F32(igs) * (F32(a) / F32(6.0)))
+    x = (rng.standard_normal(16 * len(amaxes)) * 1e-3).astype(F32)
+    fill_blocks(x, amaxes, rng)
+    return (x.reshape(1, -1), igs), {"layout": "compressed-tensors"}

@@ -1,5 +1,6 @@
-"""Cross-check cases of rope (impnb/reference/rope.py): neox / interleaved, partial rotary, proportional zero tails,
-YaRN attention scaling, positions past a Gemma window (> 512) and large positions."""
+"""Cross-check cases of rope (impnb/reference/rope.py): neox / interleaved, partial rotary in both styles (pairs
+(i, i + R/2) within the rotary part, the rest passed through), proportional zero tails, YaRN attention scaling and
+Llama-3 scaled frequencies, positions past a Gemma window (> 512) and large positions (float32 angles)."""
 from __future__ import annotations
 
 import numpy as np
@@ -46,3 +47,26 @@ def _yarn(rng, size):
                      truncate=False)
     inv, scaling = rope_inv_freq(cfg, d)
     return (_x(rng, t, h, d), _pos(rng, t, 20000), inv), {"attention_scaling": scaling}
+
+
+@case("rope", "neox_partial")
+def _neox_partial(rng, size):
+    t, h, d = (3, 2, 16) if size == "tiny" else (6, 16, 128)
+    inv, _ = rope_inv_freq(RopeConfig(theta=10000.0, partial_rotary_factor=0.25), d)  # R = D / 4
+    return (_x(rng, t, h, d), _pos(rng, t, 3000), inv), {}
+
+
+@case("rope", "llama3_scaled")
+def _llama3(rng, size):
+    t, h, d = (2, 2, 16) if size == "tiny" else (4, 32, 128)
+    cfg = RopeConfig(theta=500000.0, kind="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                     original_max_position_embeddings=8192)
+    inv, _ = rope_inv_freq(cfg, d)
+    return (_x(rng, t, h, d), _pos(rng, t, 30000), inv), {}
+
+
+@case("rope", "neox_partial_scaled")
+def _neox_partial_scaled(rng, size):
+    t, h, d = (2, 2, 16) if size == "tiny" else (4, 8, 128)
+    inv, _ = rope_inv_freq(RopeConfig(theta=10000.0, partial_rotary_factor=0.5), d)
+    return (_x(rng, t, h, d), _pos(rng, t, 5000), inv), {"attention_scaling": 1.25}  # scales rotated dims only

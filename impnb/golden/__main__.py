@@ -1,0 +1,6 @@
+"""python -m impnb.golden: see impnb/golden/cli.py."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
