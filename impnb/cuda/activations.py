@@ -1,12 +1,19 @@
 """Activations, CUDA path (same signatures as impnb/reference/activations.py): CuPy elementwise kernels in float32.
 
 Elementwise, any shape. CUDA's expf / tanhf are within 1-2 ulp of NumPy's float32 exp / tanh (tolerance table).
-GPU only (CuPy).
+GPU only (CuPy), except sigmoid_gate: a Numba kernel (one thread per element, the gate broadcast into a buffer of
+x's shape first) that also runs in the CUDA simulator.
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
+from numba import cuda
+
+from . import _alloc
 from ._outputs import guarded
-from ._launch import gpu_only, require_gpu
+from ._launch import gpu_only, launch_numba, require_gpu, xp
 
 _GELU_C = 0.7978845608028654  # sqrt(2 / pi)
 
@@ -72,3 +79,23 @@ def softcap(x, *, cap):
     import cupy as cp
     x = _f32(x)
     return guarded(cp.float32(cap) * cp.tanh(x / cp.float32(cap)), "softcap")
+
+
+@cuda.jit
+def _sigmoid_gate_kernel(x, gate, out, n):
+    i = cuda.grid(1)
+    if i < n:
+        out[i] = x[i] * (np.float32(1.0) / (np.float32(1.0) + math.exp(-gate[i])))
+
+
+def sigmoid_gate(x, gate):
+    """Output gate: x * sigmoid(gate), float32; ``gate`` broadcasts to x's shape."""
+    x = xp().ascontiguousarray(xp().asarray(x), dtype=np.float32)
+    gate = xp().asarray(gate, dtype=np.float32)
+    if np.broadcast_shapes(x.shape, gate.shape) != x.shape:
+        raise ValueError(f"sigmoid_gate: gate shape {gate.shape} does not broadcast to x shape {x.shape}")
+    full = _alloc.empty(x.shape, np.float32, label="sigmoid_gate gate")
+    full[...] = gate
+    out = _alloc.empty(x.shape, np.float32, label="sigmoid_gate")
+    launch_numba(_sigmoid_gate_kernel, x.size, x.reshape(-1), full.reshape(-1), out.reshape(-1), x.size)
+    return out

@@ -1,5 +1,5 @@
 """Cross-check cases of the activations (impnb/reference/activations.py): wide ranges incl. large |x|, the gpt-oss
-clamp limits, softcap past the cap."""
+clamp limits, softcap past the cap, sigmoid gates (elementwise and one column broadcast over a row)."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,3 +28,17 @@ def _oai(rng, size):
 @case("softcap", "logits")
 def _softcap(rng, size):
     return (_x(rng, size, 40.0),), {"cap": 30.0}
+
+
+@case("sigmoid_gate", "elementwise_wide")
+def _gate(rng, size):
+    t, n = (3, 10) if size == "tiny" else (4, 8192)  # real: Qwen3.5 attention output (32 heads x 256)
+    return ((rng.standard_normal((t, n)) * 3).astype(np.float32), (rng.standard_normal((t, n)) * 30).astype(
+        np.float32)), {}
+
+
+@case("sigmoid_gate", "column_broadcast")
+def _gate_column(rng, size):
+    t, n = (4, 6) if size == "tiny" else (16, 2048)  # real: the shared expert output of Qwen3-Next
+    return ((rng.standard_normal((t, n)) * 3).astype(np.float32), (rng.standard_normal((t, 1)) * 5).astype(
+        np.float32)), {}
