@@ -162,10 +162,10 @@ def _build_model(config, tensors, backend: str | None, weights: str | None):
     try:
         return build_model(config, tensors, backend=backend or "cuda", weights=weights or "auto")
     except Unsupported as exc:
-        if backend == "check":
-            raise
-        print(f"note: {exc}; running the model op by op on the CUDA ops instead", file=sys.stderr)
-        return Model(config, tensors, backend="cuda")
+        op_by_op = "check" if backend == "check" else "cuda"
+        print(f"note: {exc}; running the model op by op on the CUDA ops instead"
+              + (" (each op checked against its reference)" if op_by_op == "check" else ""), file=sys.stderr)
+        return Model(config, tensors, backend=op_by_op)
 
 
 def _tokenizer_and_chat(ckpt, resolved: Path):

@@ -13,6 +13,7 @@ from numba import cuda
 
 from . import _alloc
 from ._outputs import guarded
+from ._common import kernel_float32
 from ._launch import gpu_only, launch_numba, require_gpu, xp
 
 _GELU_C = 0.7978845608028654  # sqrt(2 / pi)
@@ -90,7 +91,7 @@ def _sigmoid_gate_kernel(x, gate, out, n):
 
 def sigmoid_gate(x, gate):
     """Output gate: x * sigmoid(gate), float32; ``gate`` broadcasts to x's shape."""
-    x = xp().ascontiguousarray(xp().asarray(x), dtype=np.float32)
+    x = kernel_float32(x)
     gate = xp().asarray(gate, dtype=np.float32)
     if np.broadcast_shapes(x.shape, gate.shape) != x.shape:
         raise ValueError(f"sigmoid_gate: gate shape {gate.shape} does not broadcast to x shape {x.shape}")

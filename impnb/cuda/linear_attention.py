@@ -23,7 +23,8 @@ import numpy as np
 from numba import cuda
 
 from . import _alloc
-from ._launch import launch_numba, xp
+from ._common import kernel_float32
+from ._launch import launch_numba
 from ..reference.linear_attention import check_conv_shapes, check_delta_shapes
 
 F32 = np.float32
@@ -31,8 +32,7 @@ ONE = F32(1.0)
 SOFTPLUS_THRESHOLD = F32(20.0)
 
 
-def _f32(a):
-    return xp().ascontiguousarray(xp().asarray(a), dtype=np.float32)
+_f32 = kernel_float32
 
 
 # ---- short convolution ---------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from numba import cuda
 
 from . import _alloc
 from ._outputs import guarded
-from ._launch import gpu_only, launch_numba, require_gpu, xp
+from ._common import kernel_float32
+from ._launch import gpu_only, launch_numba, require_gpu
 
 F32 = np.float32
 ONE = F32(1.0)
@@ -73,7 +74,7 @@ def _l2_kernel(x, out, rows, d, eps):
 
 
 def _rows(x, op):
-    x = xp().ascontiguousarray(xp().asarray(x), dtype=np.float32)
+    x = kernel_float32(x)
     if x.ndim == 0:
         raise ValueError(f"{op}: x must have a last axis to normalise")
     return x, int(np.prod(x.shape[:-1], dtype=np.int64)), x.shape[-1]
@@ -82,8 +83,7 @@ def _rows(x, op):
 def gated_rms_norm(x, gate, weight, *, eps):
     """Gated RMSNorm: x / sqrt(mean(x^2) + eps) * weight * silu(gate) over the last axis, float32 [..., D]."""
     x, rows, d = _rows(x, "gated_rms_norm")
-    gate = xp().ascontiguousarray(xp().asarray(gate), dtype=np.float32)
-    w = xp().ascontiguousarray(xp().asarray(weight), dtype=np.float32)
+    gate, w = kernel_float32(gate), kernel_float32(weight)
     if gate.shape != x.shape:
         raise ValueError(f"gated_rms_norm: gate shape {gate.shape} differs from x shape {x.shape}")
     if w.shape != (d,):

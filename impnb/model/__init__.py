@@ -10,7 +10,9 @@ Legend: T = tokens, H = hidden, V = vocab.
 ``backend`` ("reference" | "cuda" | "check" | None) is bound once per op (OpTable): the model code is the same on
 every path. ``taps.tap(name, layer, array)`` is called (per prefill chunk, in graph order) with: ``embedding``;
 per layer ``attn_norm``, ``q``, ``k`` (after QK-norm and RoPE), ``v``, ``attn_out``, ``ffn_norm``,
-``router_logits`` (MoE layers), ``ffn_out``, ``residual``; then ``final_norm`` and ``logits``.
+``router_logits`` (MoE layers), ``ffn_out``, ``residual``; then ``final_norm`` and ``logits``. Linear-attention
+layers (Qwen3-Next / Qwen3.5, impnb/model/linear_attention.py) tap ``q``, ``k``, ``v`` after their convolution and
+add ``delta_out``, ``conv_state`` and ``recurrent_state``.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from .. import ops as _ops
 from ..config import ModelConfig
 from ..errors import FormatError
 from ..kvcache import ContextOverflow, KVCache
+from ..recurrent_cache import make_cache
 from ..reference.rope import rope_inv_freq
 from . import blocks
 from .weights import WeightStore, check_layer_count, load_layer, load_ple, unexpected
@@ -82,8 +85,9 @@ class Model:
 
     # ---- public API ----
     def new_cache(self, max_tokens: int | None = None, *, chunk: int = 256) -> KVCache:
-        """A KV cache for ``max_tokens`` tokens (default: the model's context)."""
-        return KVCache(self.config, max_tokens or self.config.max_position_embeddings, chunk=chunk)
+        """A KV cache for ``max_tokens`` tokens (default: the model's context); with linear-attention layers a
+        HybridCache (impnb/recurrent_cache.py: their recurrent states beside the KV slots)."""
+        return make_cache(self.config, max_tokens or self.config.max_position_embeddings, chunk=chunk)
 
     def forward(self, ids, cache: KVCache, taps=None, *, last_only: bool = False) -> np.ndarray:
         """Run ``ids`` [T] after what ``cache`` holds; float32 logits [T, V] ([1, V] with last_only)."""
