@@ -9,7 +9,8 @@ Linear layers (``linear_attn.``), one fused input projection ``in_proj`` [C + Hv
   * Qwen3.5: ``in_proj_qkv`` [C, H], ``in_proj_z`` [Hv Dv, H], ``in_proj_b`` / ``in_proj_a`` [Hv, H], stacked;
   * Qwen3-Next: ``in_proj_qkvz`` [Hk (2 Dk + 2 r Dv), H] grouped per key head as [q (Dk) | k (Dk) | v (r Dv) |
     z (r Dv)], and ``in_proj_ba`` [Hk 2 r, H] grouped as [b (r) | a (r)]: regrouped into the Qwen3.5 order (value
-    head g r + j belongs to key head g, as transformers' reshape gives);
+    head g r + j belongs to key head g, as transformers' reshape gives); its GGUF files hold qkv and z already split
+    (attn_qkv, attn_gate) beside ssm_ba;
   * ``conv1d.weight`` [C, 1, K] (or [C, K], GGUF) -> conv [C, K]; ``A_log`` [Hv] -> A = -exp(A_log);
     ``dt_bias`` [Hv]; ``norm.weight`` [Dv] (plain weight); ``out_proj`` [H, Hv Dv].
 Full layers (``self_attn.``): ``q_proj`` [2 Hq D, H] holds per head [query (D) | gate (D)] -> qkv rows
@@ -47,10 +48,13 @@ def _linear(store, p, config) -> dict:
     lin, h = config.linear_attention, config.hidden_size
     hv, dv = lin.n_value_heads, lin.value_head_dim
     if store.has(p + "in_proj_qkvz.weight"):
-        qkv, z, b, a = _regroup_qwen3_next(store, p, lin, h)
+        qkv, z = _regroup_qkvz(store, p, lin, h)
     else:
         qkv = store.get(p + "in_proj_qkv.weight", (lin.conv_channels, h))
         z = store.get(p + "in_proj_z.weight", (hv * dv, h))
+    if store.has(p + "in_proj_ba.weight"):
+        b, a = _regroup_ba(store, p, lin, h)
+    else:
         b = store.get(p + "in_proj_b.weight", (hv, h))
         a = store.get(p + "in_proj_a.weight", (hv, h))
     conv = store.get(p + "conv1d.weight")
@@ -64,17 +68,22 @@ def _linear(store, p, config) -> dict:
             "norm": store.get(p + "norm.weight", (dv,)), "out": store.get(p + "out_proj.weight", (h, hv * dv))}
 
 
-def _regroup_qwen3_next(store, p, lin, h):
-    """Qwen3-Next's per-key-head interleaved in_proj_qkvz / in_proj_ba -> (qkv, z, b, a) in Qwen3.5's order."""
+def _regroup_qkvz(store, p, lin, h):
+    """Qwen3-Next's in_proj_qkvz, per key head [q | k | v | z] -> (qkv, z) in Qwen3.5's order."""
     hk, dk, dv = lin.n_key_heads, lin.key_head_dim, lin.value_head_dim
     r = lin.n_value_heads // hk
     group = 2 * dk + 2 * r * dv
     qkvz = store.get(p + "in_proj_qkvz.weight", (hk * group, h)).reshape(hk, group, h)
-    ba = store.get(p + "in_proj_ba.weight", (hk * 2 * r, h)).reshape(hk, 2 * r, h)
     q, k = qkvz[:, :dk], qkvz[:, dk:2 * dk]
     v, z = qkvz[:, 2 * dk:2 * dk + r * dv], qkvz[:, 2 * dk + r * dv:]
-    qkv = np.concatenate([q.reshape(-1, h), k.reshape(-1, h), v.reshape(-1, h)], axis=0)
-    return qkv, z.reshape(-1, h), ba[:, :r].reshape(-1, h), ba[:, r:].reshape(-1, h)
+    return np.concatenate([q.reshape(-1, h), k.reshape(-1, h), v.reshape(-1, h)], axis=0), z.reshape(-1, h)
+
+
+def _regroup_ba(store, p, lin, h):
+    """Qwen3-Next's in_proj_ba, per key head [b (r) | a (r)] -> (b [Hv, H], a [Hv, H])."""
+    r = lin.n_value_heads // lin.n_key_heads
+    ba = store.get(p + "in_proj_ba.weight", (lin.n_key_heads * 2 * r, h)).reshape(lin.n_key_heads, 2 * r, h)
+    return ba[:, :r].reshape(-1, h), ba[:, r:].reshape(-1, h)
 
 
 def _gated_attention(store, p, config, lc) -> dict:
