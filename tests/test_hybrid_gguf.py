@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -161,3 +162,31 @@ def test_llama_cpp_logits_and_greedy_ids_equal_impnb(files, tmp_path):
     rel = max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in zip(ours, theirs))
     print(f"{arch}: llama.cpp vs impnb max relative logit difference {rel:.1e} over {len(theirs)} positions")
     assert len(theirs) == 5 and rel < 1e-5
+
+
+def test_generate_cli_and_golden_dump_on_a_hybrid_gguf(files, tmp_path):
+    """`python -m impnb.generate` on the GGUF (its byte-level vocabulary): the greedy ids of the model's own decode
+    loop, and a golden dump holding the recurrent states."""
+    arch, _, _, gguf_path = files
+    dump = tmp_path / "taps.safetensors"
+    run = subprocess.run([sys.executable, "-m", "impnb.generate", "--model", str(gguf_path), "--prompt",
+                          "hello world", "--max-new-tokens", "4", "--ignore-eos", "--json", "--dump-golden",
+                          str(dump)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "IMPNB_BACKEND": "reference"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout)
+    assert out["prompt_ids"] == list(b"hello world")
+    _, model = _gguf_model(gguf_path)
+    cache, ids = model.new_cache(16), []
+    logits = model.forward(out["prompt_ids"], cache)[-1]
+    for _ in range(4):
+        ids.append(int(logits.argmax()))
+        logits = model.forward(ids[-1:], cache)[0]
+    assert out["ids"] == ids
+    from impnb import golden
+    taps = golden.load(str(dump))
+    lin = model.config.linear_attention
+    assert taps.tensors["blk.0.recurrent_state"].shape == (1, lin.n_value_heads, lin.key_head_dim,
+                                                            lin.value_head_dim)
+    assert taps.tensors["blk.0.conv_state"].shape == (1, lin.conv_kernel - 1, lin.conv_channels)
+    assert taps.tensors["logits"].shape == (11, 300)

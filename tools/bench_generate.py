@@ -9,6 +9,14 @@ and for impnb the weight bytes one decode step reads, the achieved GB/s and its 
 bandwidth measured in the same run.
 
     python tools/bench_generate.py [--models smollm2-135m,gemma3-270m,qwen3-30b-a3b] [--out FILE]
+    python tools/bench_generate.py --models qwen3.5-9b --hybrid-layers 8     # hybrid linear-attention stack
+
+``qwen3.5-9b`` is the Qwen3.5-9B text geometry (transformers' Qwen3_5TextConfig defaults: hidden 4096, 16 query /
+4 KV heads x 256 with the output gate, linear layers of 16 key heads x 128 and 32 value heads x 128, conv 4, MLP
+12288, vocabulary 248320), ``--hybrid-layers`` of its 32 layers (default 8: 6 gated-DeltaNet + 2 full-attention
+layers, two periods of the 3:1 pattern), float32 random weights resident on the GPU. The fused CUDA engine does
+not run these layers: impnb's row is the model run op by op on the registry's CUDA ops (Numba kernels for the
+linear-attention ops), the HF row is transformers eager in bf16 (its torch fallbacks of the delta rule).
 
 Writes a table to stdout and JSON {"device", "commit", "date", "copy_gbps", "rows": [...]} to
 bench/results/generate-<device>.json (or --out).
@@ -128,6 +136,109 @@ def bench_impnb(name, fmt, cfg, prompt, n_decode, copy_gbps):
     return row
 
 
+# Qwen3.5-9B text model (config.json of Qwen/Qwen3.5-9B = transformers' Qwen3_5TextConfig defaults)
+HYBRID_ARCHS = {
+    "qwen3.5-9b": dict(model_type="qwen3_5_text", vocab_size=248320, hidden_size=4096, intermediate_size=12288,
+                       num_hidden_layers=32, num_attention_heads=16, num_key_value_heads=4, head_dim=256,
+                       linear_num_key_heads=16, linear_num_value_heads=32, linear_key_head_dim=128,
+                       linear_value_head_dim=128, linear_conv_kernel_dim=4, rms_norm_eps=1e-6,
+                       max_position_embeddings=262144, tie_word_embeddings=False, hidden_act="silu",
+                       rope_parameters={"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.25,
+                                        "mrope_interleaved": True, "mrope_section": [11, 11, 10]}),
+}
+
+
+def hybrid_config(name: str, n_layers: int):
+    """ModelConfig of a HYBRID_ARCHS entry cut to ``n_layers`` (its 3:1 linear / full pattern kept)."""
+    from impnb.config import ModelConfig
+    d = dict(HYBRID_ARCHS[name], num_hidden_layers=n_layers)
+    d["layer_types"] = ["linear_attention" if (i + 1) % 4 else "full_attention" for i in range(n_layers)]
+    return ModelConfig.from_hf(d), d
+
+
+def hybrid_host_tensors(cfg, seed: int = 0) -> dict:
+    """Random float32 weights of a dense (non-MoE) hybrid model under HF names: N(0, 0.02) matrices, norms near their
+    init, A_log = log U(1, 16), dt_bias ~ 1 (the layer's own init ranges)."""
+    rng = np.random.default_rng(seed)
+    lin, h, f32 = cfg.linear_attention, cfg.hidden_size, np.float32
+
+    def mat(n, k):
+        return (rng.standard_normal((n, k), dtype=f32) * f32(0.02))
+
+    def near(n, centre):
+        return (centre + 0.05 * rng.standard_normal(n)).astype(f32)
+
+    t = {"model.embed_tokens.weight": mat(cfg.vocab_size, h), "model.norm.weight": near(h, 0.0),
+         "lm_head.weight": mat(cfg.vocab_size, h)}
+    for lc in cfg.layers:
+        p = f"model.layers.{lc.index}."
+        t.update({p + "input_layernorm.weight": near(h, 0.0), p + "post_attention_layernorm.weight": near(h, 0.0),
+                  p + "mlp.gate_proj.weight": mat(lc.intermediate_size, h),
+                  p + "mlp.up_proj.weight": mat(lc.intermediate_size, h),
+                  p + "mlp.down_proj.weight": mat(h, lc.intermediate_size)})
+        if lc.kind == "linear":
+            a = p + "linear_attn."
+            t.update({a + "in_proj_qkv.weight": mat(lin.conv_channels, h), a + "in_proj_z.weight": mat(lin.value_dim, h),
+                      a + "in_proj_b.weight": mat(lin.n_value_heads, h),
+                      a + "in_proj_a.weight": mat(lin.n_value_heads, h),
+                      a + "conv1d.weight": (0.3 * rng.standard_normal((lin.conv_channels, 1, lin.conv_kernel))).astype(f32),
+                      a + "A_log": np.log(rng.uniform(1, 16, lin.n_value_heads)).astype(f32),
+                      a + "dt_bias": near(lin.n_value_heads, 1.0), a + "norm.weight": near(lin.value_head_dim, 1.0),
+                      a + "out_proj.weight": mat(h, lin.value_dim)})
+        else:
+            s, d = p + "self_attn.", lc.head_dim
+            t.update({s + "q_proj.weight": mat(2 * lc.n_heads * d, h), s + "k_proj.weight": mat(lc.n_kv_heads * d, h),
+                      s + "v_proj.weight": mat(lc.n_kv_heads * d, h), s + "o_proj.weight": mat(h, lc.n_heads * d),
+                      s + "q_norm.weight": near(d, 0.0), s + "k_norm.weight": near(d, 0.0)})
+    return t
+
+
+def _to_device(obj):
+    """NumPy arrays inside the model's weight dicts -> CuPy (the op-by-op CUDA model then reads no host weights)."""
+    import cupy as cp
+    if isinstance(obj, dict):
+        return {k: _to_device(v) for k, v in obj.items()}
+    return cp.asarray(obj) if isinstance(obj, np.ndarray) else obj
+
+
+def bench_impnb_op_by_op(name, cfg, prompt, n_decode):
+    """The hybrid model op by op on the CUDA ops (backend "cuda"), weights on the device, greedy decode."""
+    import cupy as cp
+    from impnb.model import Model
+    model = Model(cfg, hybrid_host_tensors(cfg), backend="cuda")
+    model.layers = [_to_device(w) for w in model.layers]
+    model.embed, model.final_norm = cp.asarray(model.embed), cp.asarray(model.final_norm)
+    model.lm_head = cp.asarray(model.lm_head)
+    sync = cp.cuda.get_current_stream().synchronize
+
+    def run(n_new):
+        cache = model.new_cache(len(prompt) + n_new + 8)
+        logits = model.forward(prompt, cache, last_only=True)
+        for _ in range(n_new):
+            logits = model.forward([int(logits[-1].argmax())], cache, last_only=True)
+
+    run(4)  # compile the Numba kernels, warm cuBLAS
+    prefill = [_timed(lambda: run(0), sync) for _ in range(3)]
+    total = [_timed(lambda: run(n_decode), sync) for _ in range(2)]
+    t_pre = float(np.median(prefill))
+    decode_s = max(float(np.min(total)) - t_pre, 1e-9)
+    row = dict(model=name, weights="fp32", engine="impnb-cuda-op-by-op", prefill_tok_s=len(prompt) / t_pre,
+               decode_tok_s=n_decode / decode_s, kernels_per_token=None, layers=cfg.n_layers,
+               weights_gb=sum(int(np.prod(v.shape)) * 4 for w in model.layers for v in _arrays(w)) / 1e9)
+    del model
+    gc.collect()
+    cp.get_default_memory_pool().free_all_blocks()
+    return row
+
+
+def _arrays(w):
+    for v in w.values():
+        if isinstance(v, dict):
+            yield from _arrays(v)
+        elif hasattr(v, "shape") and getattr(v, "ndim", 0):
+            yield v
+
+
 def _hf_model(cfg_dict, n_layers):
     import torch
     import transformers as tf
@@ -210,6 +321,8 @@ def main(argv=None) -> int:
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--decode", type=int, default=256)
     ap.add_argument("--moe-layers", type=int, default=8, help="MoE layers stacked (Qwen3-30B-A3B has 48)")
+    ap.add_argument("--hybrid-layers", type=int, default=8, help="layers of a hybrid preset (Qwen3.5-9B has 32; "
+                                                                 "every 4th is full attention)")
     ap.add_argument("--hf-decode", type=int, default=64, help="decode tokens timed for HF eager (its tok/s is "
                                                                "flat over the context lengths here)")
     ap.add_argument("--no-hf", action="store_true")
@@ -225,6 +338,9 @@ def main(argv=None) -> int:
     rows = []
     rng = np.random.default_rng(0)
     for name in args.models.split(","):
+        if name in HYBRID_ARCHS:
+            rows.extend(_bench_hybrid(name, args, rng))
+            continue
         moe = name.startswith("qwen3")
         layers = args.moe_layers if moe else None
         cfg = config_for(name, **({"num_hidden_layers": layers} if layers else {}))
@@ -245,12 +361,23 @@ def main(argv=None) -> int:
     doc = dict(device=device, commit=os.environ.get("IMPNB_COMMIT", "unknown"),
                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), copy_gbps=copy_gbps,
                prompt_tokens=args.prompt, decode_tokens=args.decode, hf_decode_tokens=args.hf_decode,
-               moe_layers=args.moe_layers, rows=rows)
+               moe_layers=args.moe_layers, hybrid_layers=args.hybrid_layers, rows=rows)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(doc, f, indent=1)
     print(f"wrote {out}")
     return 0
+
+
+def _bench_hybrid(name, args, rng) -> list:
+    cfg, cfg_dict = hybrid_config(name, args.hybrid_layers)
+    prompt = rng.integers(0, cfg.vocab_size, size=args.prompt).tolist()
+    rows = [_safe(lambda: bench_impnb_op_by_op(name, cfg, prompt, args.decode), name, "fp32")]
+    _print_row(rows[-1])
+    if not args.no_hf:
+        rows.append(_safe(lambda: bench_hf(name, cfg_dict, None, prompt, args.hf_decode), name, "bf16"))
+        _print_row(rows[-1])
+    return rows
 
 
 def _safe(fn, name, fmt):
