@@ -155,41 +155,42 @@ def gated_delta_rule_chunked(q, k, v, g, beta, state, *, chunk_size=64, scale=No
     q, k, v, g, beta, s = _delta_inputs(q, k, v, g, beta, state, scale, qk_l2norm, eps, "gated_delta_rule_chunked")
     t = v.shape[0]
     pad = (-t) % chunk_size
-    chunks = [_to_chunks(x, pad, chunk_size) for x in (q, k, v, g, beta)]  # [Hv, N, L, D] / [Hv, N, L]
+    chunks = [_to_chunks(x, pad, chunk_size) for x in (q, k, v, g, beta)]  # [N, Hv, L, D] / [N, Hv, L]
     qc, kc, vc, gc, bc = chunks
-    gamma = np.cumsum(gc, axis=-1, dtype=F32)  # [Hv, N, L]
+    gamma = np.cumsum(gc, axis=-1, dtype=F32)  # [N, Hv, L]
     lower = np.tril(np.ones((chunk_size, chunk_size), dtype=bool))
     with np.errstate(over="ignore"):  # masked entries exp(positive) are discarded by the where
         decay = np.where(lower, np.exp(gamma[..., :, None] - gamma[..., None, :]), F32(0.0)).astype(F32)
     kb = kc * bc[..., None]
-    system = np.einsum("hnid,hnjd->hnij", kb, kc) * decay  # only its strict lower triangle is used
+    system = (kb @ kc.swapaxes(-1, -2)) * decay  # [N, Hv, L, L]; only its strict lower triangle is used
     u = _unit_lower_solve(system, vc * bc[..., None])
     w = _unit_lower_solve(system, kb * np.exp(gamma)[..., None])
-    intra = np.einsum("hnid,hnjd->hnij", qc, kc) * decay  # [Hv, N, L, L]
+    intra = (qc @ kc.swapaxes(-1, -2)) * decay
     q_decayed = qc * np.exp(gamma)[..., None]
-    k_decayed = kc * np.exp(gamma[..., -1:] - gamma)[..., None]
+    k_decayed = np.ascontiguousarray((kc * np.exp(gamma[..., -1:] - gamma)[..., None]).swapaxes(-1, -2))
     out = np.empty_like(vc)
-    for n in range(qc.shape[1]):
-        v_new = u[:, n] - w[:, n] @ s  # [Hv, L, Dv]
-        out[:, n] = q_decayed[:, n] @ s + intra[:, n] @ v_new
-        s = s * np.exp(gamma[:, n, -1])[:, None, None] + k_decayed[:, n].transpose(0, 2, 1) @ v_new
-    out = out.reshape(out.shape[0], -1, out.shape[-1])[:, :t].transpose(1, 0, 2)
+    for n in range(qc.shape[0]):
+        v_new = u[n] - w[n] @ s  # [Hv, L, Dv]
+        out[n] = q_decayed[n] @ s + intra[n] @ v_new
+        s = s * np.exp(gamma[n, :, -1])[:, None, None] + k_decayed[n] @ v_new
+    out = out.transpose(0, 2, 1, 3).reshape(-1, out.shape[1], out.shape[-1])[:t]  # [T, Hv, Dv]
     return np.ascontiguousarray(out, dtype=F32), s.astype(F32)
 
 
 def _to_chunks(x, pad, size):
-    """[T, Hv, ...] -> zero-padded [Hv, N, L, ...] (token axis split into N chunks of L = size)."""
-    x = np.moveaxis(x, 0, 1)  # [Hv, T, ...]
+    """[T, Hv, ...] -> zero-padded [N, Hv, L, ...] (token axis split into N chunks of L = size, chunk-major so that
+    each chunk is one contiguous batch of matrices)."""
     if pad:
-        x = np.concatenate([x, np.zeros((x.shape[0], pad) + x.shape[2:], dtype=F32)], axis=1)
-    return np.ascontiguousarray(x.reshape(x.shape[0], -1, size, *x.shape[2:]))
+        x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], dtype=F32)], axis=0)
+    x = x.reshape(-1, size, *x.shape[1:])  # [N, L, Hv, ...]
+    return np.ascontiguousarray(np.moveaxis(x, 2, 1))
 
 
 def _unit_lower_solve(system, rhs):
     """X with (I + strictly_lower(system)) X = rhs, by forward substitution over the L rows; [..., L, L], [..., L, D]."""
     x = np.empty_like(rhs)
     for i in range(rhs.shape[-2]):
-        x[..., i, :] = rhs[..., i, :] - np.einsum("...m,...md->...d", system[..., i, :i], x[..., :i, :])
+        x[..., i, :] = rhs[..., i, :] - (system[..., i:i + 1, :i] @ x[..., :i, :])[..., 0, :]
     return x
 
 
