@@ -4,7 +4,8 @@ Dimension legend: T = tokens of the dumped forward pass; the other axes are the 
 
 Vocabulary (llama.cpp's ``cb(cur, name, il)``, stored as GGUF-style keys): ``embedding``; per layer i
 ``blk.{i}.attn_norm``, ``.q``, ``.k``, ``.v``, ``.attn_out``, ``.ffn_norm``, ``.router_logits``, ``.ffn_out``,
-``.residual``; then ``final_norm`` and ``logits``. The model calls ``taps.tap(name, layer, array)`` at each point.
+``.residual``; linear-attention layers also ``.delta_out``, ``.conv_state``, ``.recurrent_state`` (states with a
+leading axis of 1, one per prefill chunk); then ``final_norm`` and ``logits``. The model calls ``taps.tap(name, layer, array)`` at each point.
 
 File format: one safetensors file; tensors are float32 under their tap keys; the metadata entry ``impnb_golden``
 holds the JSON manifest (format version, model hash, token ids, backend, commit, tap order). A dump of another
