@@ -190,3 +190,12 @@ def test_generate_cli_and_golden_dump_on_a_hybrid_gguf(files, tmp_path):
                                                             lin.value_head_dim)
     assert taps.tensors["blk.0.conv_state"].shape == (1, lin.conv_kernel - 1, lin.conv_channels)
     assert taps.tensors["logits"].shape == (11, 300)
+
+
+def test_quantize_cli_refuses_a_hybrid_gguf_in_one_line(files, tmp_path):
+    """No config.json writer exists for these architectures yet: a clear error and exit status 2, no traceback."""
+    _, _, _, gguf_path = files
+    run = subprocess.run([sys.executable, "-W", "ignore", "-m", "impnb.quantize", "--model", str(gguf_path), "--out",
+                          str(tmp_path / "q"), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2
+    assert run.stderr.strip().count("\n") == 0 and "not supported" in run.stderr

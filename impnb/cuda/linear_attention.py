@@ -82,7 +82,8 @@ def causal_conv1d(x, weight, state, *, activation="silu"):
     k = weight.shape[1]
     y = _alloc.empty((t, c), np.float32, label="causal_conv1d y")
     new_state = _alloc.empty((k - 1, c), np.float32, label="causal_conv1d state")
-    flat = (x.reshape(-1), weight.reshape(-1), state.reshape(-1))
+    rows = state.reshape(-1) if k > 1 else _alloc.zeros((1,), np.float32, label="causal_conv1d no state")
+    flat = (x.reshape(-1), weight.reshape(-1), rows)  # K = 1: no state rows are read (a 1-element stand-in)
     launch_numba(_conv_kernel, t * c, *flat, y.reshape(-1), t, c, k, activation == "silu")
     launch_numba(_conv_state_kernel, (k - 1) * c, flat[0], flat[2], new_state.reshape(-1), t, c, k)
     return y, new_state
