@@ -1,6 +1,6 @@
-"""The Qwen3.5-shaped benchmark stack of tools/bench_generate.py (``--models qwen3.5-9b``): its random weights load
-into the model with nothing missing or left over (CPU, a shrunken copy), and on a GPU the op-by-op CUDA model with
-the real linear-layer geometry matches the reference model."""
+"""The Qwen3.5-shaped benchmark stack (tools/bench_hybrid.py, ``bench_generate.py --models qwen3.5-9b``): its random
+weights load into the model with nothing missing or left over (CPU, a shrunken copy), and on a GPU the op-by-op
+CUDA model with the real linear-layer geometry matches the reference model."""
 from __future__ import annotations
 
 import importlib.util
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_generate", ROOT / "tools" / "bench_generate.py")
+    spec = importlib.util.spec_from_file_location("bench_hybrid", ROOT / "tools" / "bench_hybrid.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
