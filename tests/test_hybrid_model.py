@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -208,17 +209,18 @@ def test_linear_layers_run_their_cuda_ops_in_check_mode(hybrid, monkeypatch):
         return real_call(name, *args, backend=backend, **kwargs)
 
     monkeypatch.setattr(ops, "call", counting)
-    ids = np.random.default_rng(6).integers(0, 300, size=9)
+    ids = np.random.default_rng(6).integers(0, 300, size=4)
     want = hybrid.logits(ids)
-    saved = hybrid.ops
+    saved, config = hybrid.ops, hybrid.config
     try:
         table = OpTable("reference")
         for name in new_ops:
             setattr(table, name, lambda *a, _n=name, **k: ops.call(_n, *a, backend="check", **k))
-        hybrid.ops = table
+        hybrid.ops = table  # and delta-rule chunks of 2: the simulator runs a Python thread per (head, i, m) pair
+        hybrid.config = replace(config, linear_attention=replace(config.linear_attention, chunk_size=2))
         cache = hybrid.new_cache(16)
-        got = np.concatenate([hybrid.forward(ids[:8], cache), hybrid.forward(ids[8:], cache)])
+        got = np.concatenate([hybrid.forward(ids[:3], cache), hybrid.forward(ids[3:], cache)])  # chunked, then a step
     finally:
-        hybrid.ops = saved
+        hybrid.ops, hybrid.config = saved, config
     assert set(new_ops) <= set(calls)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
