@@ -163,10 +163,11 @@ def _build_model(config, tensors, backend: str | None, weights: str | None):
     from .errors import Unsupported
     try:
         return build_model(config, tensors, backend=backend or "cuda", weights=weights or "auto")
-    except Unsupported as exc:  # op by op on the registry's CUDA ops (check: each op against its reference)
-        fallback = "check" if backend == "check" else "cuda"
-        print(f"note: {exc}; running the model op by op on the CUDA ops instead", file=sys.stderr)
-        return Model(config, tensors, backend=fallback)
+    except Unsupported as exc:
+        op_by_op = "check" if backend == "check" else "cuda"
+        print(f"note: {exc}; running the model op by op on the CUDA ops instead"
+              + (" (each op checked against its reference)" if op_by_op == "check" else ""), file=sys.stderr)
+        return Model(config, tensors, backend=op_by_op)
 
 
 def _tokenizer_and_chat(ckpt, resolved: Path):

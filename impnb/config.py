@@ -75,7 +75,7 @@ class MoEConfig:
 @dataclass(frozen=True)
 class LayerConfig:
     index: int
-    kind: str                         # "sliding" | "full"
+    kind: str                         # "sliding" | "full" | "linear" (gated DeltaNet: ModelConfig.linear_attention)
     window: int | None                # keys visible: query_pos - key_pos < window (None: unbounded)
     head_dim: int
     n_heads: int
@@ -89,8 +89,8 @@ class LayerConfig:
     kv_source: int | None = None      # Gemma-4 KV sharing: attend over layer kv_source's cache, compute no k / v
 
     def __post_init__(self):
-        if self.kind not in ("sliding", "full"):
-            raise ValueError(f"layer {self.index}: kind {self.kind!r}; expected 'sliding' or 'full'")
+        if self.kind not in ("sliding", "full", "linear"):
+            raise ValueError(f"layer {self.index}: kind {self.kind!r}; expected 'sliding', 'full' or 'linear'")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"layer {self.index}: n_heads={self.n_heads} not a multiple of "
                              f"n_kv_heads={self.n_kv_heads}")
@@ -127,6 +127,8 @@ class ModelConfig:
     layer_scalar: bool = False        # Gemma-4: the layer output is multiplied by a per-layer scalar
     moe: MoEConfig | None = None
     ple_dim: int = 0                  # Gemma-4 per-layer input embeddings (hidden_size_per_layer_input); 0 = none
+    linear_attention: object = None   # Qwen3-Next / Qwen3.5: impnb.config_hybrid.LinearAttentionConfig (the
+                                      # geometry of the "linear" layers; their head fields repeat the attention's)
     max_position_embeddings: int = 4096
     bos_token_id: int | None = None
     eos_token_ids: tuple = ()
@@ -174,7 +176,7 @@ class ModelConfig:
         return build_from_gguf(metadata)
 
     def summary(self) -> str:
-        kinds = "".join("S" if layer.kind == "sliding" else "F" for layer in self.layers)
+        kinds = "".join({"sliding": "S", "linear": "L"}.get(layer.kind, "F") for layer in self.layers)
         moe = f", MoE {self.moe.n_experts}x top-{self.moe.top_k}" if self.moe else ""
         return (f"{self.arch}: {self.n_layers} layers [{kinds}], hidden {self.hidden_size}, vocab {self.vocab_size}, "
                 f"head_dim<= {self.max_head_dim}, kv heads<= {self.max_kv_heads}{moe}")

@@ -334,5 +334,13 @@ _HF_BUILDERS = {
     "gpt_oss": _gpt_oss,
 }
 
+# hybrid linear-attention architectures (Qwen3-Next, Qwen3.5, Qwen3.5-MoE) live in their own module
+from . import config_hybrid as _hybrid  # noqa: E402
+
+_HF_BUILDERS.update(_hybrid.HF_BUILDERS)
+_WRAPPERS.update(_hybrid.HF_WRAPPERS)
+_HF_ARCH_CLASSES.update(_hybrid.HF_ARCH_CLASSES)
+HF_ARCHS = HF_ARCHS + tuple(_hybrid.HF_BUILDERS)
+
 # ---- GGUF -------------------------------------------------------------------------------------------------------
 from .config_gguf import GGUF_ARCHS, build_from_gguf  # noqa: E402,F401  (re-export; GGUF builders live apart)

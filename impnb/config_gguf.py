@@ -16,11 +16,16 @@ import numpy as np
 
 from .config import LayerConfig, ModelConfig, MoEConfig, RopeConfig
 
-GGUF_ARCHS = ("llama", "mistral", "qwen2", "qwen3", "qwen3moe", "gemma3", "gpt-oss")
+GGUF_ARCHS = ("llama", "mistral", "qwen2", "qwen3", "qwen3moe", "gemma3", "gpt-oss", "qwen3next", "qwen35",
+              "qwen35moe")
+_HYBRID = ("qwen3next", "qwen35", "qwen35moe")  # builders in impnb/config_hybrid.py
 
 
 def build_from_gguf(meta: dict) -> ModelConfig:
     arch = _scalar(meta.get("general.architecture"))
+    if arch in _HYBRID:
+        from .config_hybrid import build_from_gguf as build_hybrid
+        return build_hybrid(meta, arch)
     if arch not in GGUF_ARCHS:
         from .config_archs import unsupported
         raise unsupported(f"gguf:{arch}")

@@ -64,6 +64,13 @@ class LayerKV:
         self.pos[index] = self.xp.asarray(positions)
         self.filled = max(self.filled, int(slots.max()) + 1) if slots.size else self.filled
 
+    def truncate(self, position: int) -> None:
+        """Forget every slot at or after ``position`` (a full-attention layer: slot p holds position p)."""
+        if self.ring:
+            raise ValueError("a ring buffer cannot be truncated to a position: its slots are reused")
+        self.pos[position:] = -1
+        self.filled = min(self.filled, position)
+
     def view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(k [n, Hkv, D], v [n, Hkv, Dv], pos [n]): the slots attention reads, in slot order (the view frame)."""
         n = self.filled

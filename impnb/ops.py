@@ -114,6 +114,18 @@ _SPECS = [
     OpSpec("moe_experts", "moe", False, "routed expert FFNs: sum_k w * down(act(gate_up x)), routed tokens only"),
     OpSpec("rms_norm_moe_experts", "moe", False, "moe_experts(rms_norm(x), ...) [+ residual]: grouped expert GEMVs",
            ("moe_up_gemv", "moe_down_gemv")),
+    # hybrid linear-attention layers (Qwen3-Next, Qwen3.5): gated DeltaNet token mixer, its norms and gates
+    OpSpec("causal_conv1d", "linear_attention", False,
+           "depthwise causal conv over T tokens after a [K-1, C] rolling state, SiLU -> (y [T, C], state')"),
+    OpSpec("causal_conv1d_step", "linear_attention", False, "one decode token of causal_conv1d -> (y [C], state')"),
+    OpSpec("gdn_gates", "linear_attention", False, "g = A softplus(a + dt_bias), beta = sigmoid(b), per value head"),
+    OpSpec("gated_delta_rule", "linear_attention", False,
+           "S <- e^g S; S <- S + k beta (v - S^T k)^T; o = S^T q, token by token (L2-normed q, k; GQA)"),
+    OpSpec("gated_delta_rule_chunked", "linear_attention", False,
+           "the gated delta rule chunk by chunk (UT transform within a chunk, state scan across chunks)"),
+    OpSpec("gated_rms_norm", "norms", False, "x / sqrt(mean(x^2) + eps) * w * silu(gate) over the last axis"),
+    OpSpec("l2_norm", "norms", False, "x / sqrt(sum(x^2) + eps) over the last axis"),
+    OpSpec("sigmoid_gate", "activations", False, "x * sigmoid(gate), gate broadcast to x"),
 ]
 
 OPS: dict[str, OpSpec] = {}

@@ -201,6 +201,36 @@ TOLERANCES: dict[str, dict[str, object]] = {
     "rms_norm_moe_experts": {"*": AllClose(5e-5, 1e-4, "rms_norm (1e-6 relative) then moe_experts' two chained "
                                            "GEMV/GEMM dots and the K-term weighted sum (its rule: 5e-5 absolute "
                                            "for O(1) partial sums); the GELU variant's tanhf adds ~1e-6")},
+    # ---- hybrid linear-attention layers (Qwen3-Next, Qwen3.5). Errors below were measured by running the float32
+    # references against the same formulas in float64 on the cases of impnb/conformance/cases (tiny and real shapes)
+    "causal_conv1d": {"*": AllClose(1e-5, 1e-5, "K <= 4 products of O(1)-O(10) activations and weights summed in any "
+                                    "order (<= (K+1) u sum|w x|, sum|w x| <= ~20 in the cases) and silu (<= 5 ulp); "
+                                    "float32 vs float64: max 1.8e-6 absolute at |y| = 12.5 (real shapes); the rolled "
+                                    "state is a copy (exact). 1e-5 absolute and relative keep a 5x margin")},
+    "causal_conv1d_step": {"*": AllClose(1e-5, 1e-5, "causal_conv1d with T = 1: the same sums (float32 vs float64: "
+                                         "max 1.5e-6 at |y| = 13.5)")},
+    "gdn_gates": {"*": AllClose(1e-6, 1e-5, "exp, log1p (2 ulp each), one add, one multiply per g; exp, add, divide "
+                                "per beta: <= ~6 ulp = 7e-7 relative (float32 vs float64: 6e-6 at |g| = 153, i.e. "
+                                "4e-8 relative); 1e-5 relative is a >10x margin")},
+    "gated_delta_rule": {"*": AllClose(2e-5, 1e-4, "per token: two Dk-term dots (S^T k, S^T q, Dk <= 128: sqrt(Dk) u "
+                                       "of O(1) partial sums), an exp (2 ulp) and O(1) updates of a state whose "
+                                       "recurrence is contractive (decay <= 1, |k| = 1, beta < 1), so errors do not "
+                                       "grow with T. float32 vs float64 on the cases: max 2.1e-6 absolute (|o| <= "
+                                       "5.8, 16 tokens, real shapes); 2e-5 absolute is a ~10x margin, far below the "
+                                       "O(0.1) effect of a wrong decay order, gate sign or head mapping")},
+    "gated_delta_rule_chunked": {"*": AllClose(2e-5, 1e-4, "the same map as gated_delta_rule through the UT "
+                                               "transform: Dk- and L-term dots, a forward substitution over L <= 64 "
+                                               "rows of a well-conditioned unit triangular system (|k_i . k_m| << 1 "
+                                               "for L2-normed keys), decays exp(gamma) <= 1. float32 vs float64: "
+                                               "max 3.1e-6 absolute (200 tokens, chunks of 64, strong decay, real "
+                                               "shapes); the chunked and the recurrent references differ by the "
+                                               "same order (tests/test_linear_attention.py), inside this rule")},
+    "gated_rms_norm": {"*": AllClose(1e-6, 2e-5, "rms_norm (<= 10 ulp) times silu(gate) (<= 5 ulp): <= ~16 ulp = "
+                                     "1.9e-6 relative; 2e-5 is a 10x margin, atol covers outputs near 0")},
+    "l2_norm": {"*": AllClose(1e-6, 1e-5, "a D-term sum of squares (sqrt(D) u relative), sqrt and divide (1 ulp "
+                              "each), one multiply: ~6 ulp = 7e-7 relative; a zero row gives exact zeros")},
+    "sigmoid_gate": {"*": AllClose(1e-6, 1e-5, "exp 2 ulp, one add, one divide, one multiply: <= 5 ulp = 6e-7 "
+                                   "relative")},
     # ---- whole model: the CUDA engine (impnb/engine/) against the reference model, --backend check ----
     "engine_logits": {"*": ScaledError(1e-4, lambda a, k: _row_max_abs(a[0]),
                                        "same weights (check mode stores them in float32), float32 activations, "

@@ -9,6 +9,14 @@ and for impnb the weight bytes one decode step reads, the achieved GB/s and its 
 bandwidth measured in the same run.
 
     python tools/bench_generate.py [--models smollm2-135m,gemma3-270m,qwen3-30b-a3b] [--out FILE]
+    python tools/bench_generate.py --models qwen3.5-9b --hybrid-layers 8     # hybrid linear-attention stack
+
+``qwen3.5-9b`` is the Qwen3.5-9B text geometry (transformers' Qwen3_5TextConfig defaults: hidden 4096, 16 query /
+4 KV heads x 256 with the output gate, linear layers of 16 key heads x 128 and 32 value heads x 128, conv 4, MLP
+12288, vocabulary 248320), ``--hybrid-layers`` of its 32 layers (default 8: 6 gated-DeltaNet + 2 full-attention
+layers, two periods of the 3:1 pattern), float32 random weights resident on the GPU. The fused CUDA engine does
+not run these layers: impnb's row is the model run op by op on the registry's CUDA ops (Numba kernels for the
+linear-attention ops), the HF row is transformers eager in bf16 (its torch fallbacks of the delta rule).
 
 Writes a table to stdout and JSON {"device", "commit", "date", "copy_gbps", "rows": [...]} to
 bench/results/generate-<device>.json (or --out).
@@ -26,6 +34,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_hybrid import HYBRID_ARCHS  # noqa: E402  (the hybrid linear-attention presets)
 
 
 def copy_bandwidth_gbps() -> float:
@@ -205,6 +215,8 @@ def main(argv=None) -> int:
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--decode", type=int, default=256)
     ap.add_argument("--moe-layers", type=int, default=8, help="MoE layers stacked (Qwen3-30B-A3B has 48)")
+    ap.add_argument("--hybrid-layers", type=int, default=8, help="layers of a hybrid preset (Qwen3.5-9B has 32; "
+                                                                 "every 4th is full attention)")
     ap.add_argument("--hf-decode", type=int, default=64, help="decode tokens timed for HF eager (its tok/s is "
                                                                "flat over the context lengths here)")
     ap.add_argument("--no-hf", action="store_true")
@@ -220,6 +232,9 @@ def main(argv=None) -> int:
     rows = []
     rng = np.random.default_rng(0)
     for name in args.models.split(","):
+        if name in HYBRID_ARCHS:  # tools/bench_hybrid.py
+            rows.extend(_bench_hybrid(name, args, rng))
+            continue
         moe = name.startswith("qwen3")
         layers = args.moe_layers if moe else None
         cfg = config_for(name, **({"num_hidden_layers": layers} if layers else {}))
@@ -240,12 +255,24 @@ def main(argv=None) -> int:
     doc = dict(device=device, commit=os.environ.get("IMPNB_COMMIT", "unknown"),
                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), copy_gbps=copy_gbps,
                prompt_tokens=args.prompt, decode_tokens=args.decode, hf_decode_tokens=args.hf_decode,
-               moe_layers=args.moe_layers, rows=rows)
+               moe_layers=args.moe_layers, hybrid_layers=args.hybrid_layers, rows=rows)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(doc, f, indent=1)
     print(f"wrote {out}")
     return 0
+
+
+def _bench_hybrid(name, args, rng) -> list:
+    from bench_hybrid import bench_impnb_op_by_op, hybrid_config
+    cfg, cfg_dict = hybrid_config(name, args.hybrid_layers)
+    prompt = rng.integers(0, cfg.vocab_size, size=args.prompt).tolist()
+    rows = [_safe(lambda: bench_impnb_op_by_op(name, cfg, prompt, args.decode), name, "fp32")]
+    _print_row(rows[-1])
+    if not args.no_hf:
+        rows.append(_safe(lambda: bench_hf(name, cfg_dict, None, prompt, args.hf_decode), name, "bf16"))
+        _print_row(rows[-1])
+    return rows
 
 
 def _safe(fn, name, fmt):

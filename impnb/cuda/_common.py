@@ -29,3 +29,12 @@ def codes_input(codes, top: int, op: str):
         if lo < 0 or hi > top:
             raise ValueError(f"{op}: codes must lie in 0..{top}, got min {lo} max {hi}")
     return xp().ascontiguousarray(c.astype(np.uint8))
+
+
+def kernel_float32(a):
+    """``a`` as a contiguous float32 array of the CUDA path for a Numba kernel argument. A read-only NumPy array
+    (an mmap'ed checkpoint weight) is copied: the simulator writes every array argument back after a launch."""
+    out = xp().ascontiguousarray(xp().asarray(a), dtype=np.float32)
+    if isinstance(out, np.ndarray) and not out.flags.writeable:
+        out = out.copy()
+    return out

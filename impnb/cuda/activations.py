@@ -2,12 +2,20 @@
 and gated_activation on kernels/activations.cu (the engine's prefill MLP activation, ``gated_act_rows``).
 
 Elementwise, any shape. CUDA's expf / tanhf are within 1-2 ulp of NumPy's float32 exp / tanh (tolerance table).
-GPU only (CuPy).
+GPU only (CuPy), except sigmoid_gate: a Numba kernel (one thread per element, the gate broadcast into a buffer of
+x's shape first) that also runs in the CUDA simulator.
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
+from numba import cuda
+
+from . import _alloc
 from ._outputs import guarded
-from ._launch import gpu_only, require_gpu
+from ._common import kernel_float32
+from ._launch import gpu_only, launch_numba, require_gpu, xp
 
 _GELU_C = 0.7978845608028654  # sqrt(2 / pi)
 
@@ -102,4 +110,24 @@ def gated_activation(gate_up, *, activation="silu", alpha=1.702, limit=7.0):
         raise ValueError(f"gated_activation: activation {activation!r}; expected silu, gelu_tanh or swiglu_oai")
     out = _alloc.empty(gu.shape[:-1] + (width,), np.float32, label="gated_activation")
     gated_act_rows(gu, int(np.prod(gu.shape[:-1], dtype=np.int64)), width, activation, out)
+    return out
+
+
+@cuda.jit
+def _sigmoid_gate_kernel(x, gate, out, n):
+    i = cuda.grid(1)
+    if i < n:
+        out[i] = x[i] * (np.float32(1.0) / (np.float32(1.0) + math.exp(-gate[i])))
+
+
+def sigmoid_gate(x, gate):
+    """Output gate: x * sigmoid(gate), float32; ``gate`` broadcasts to x's shape."""
+    x = kernel_float32(x)
+    gate = xp().asarray(gate, dtype=np.float32)
+    if np.broadcast_shapes(x.shape, gate.shape) != x.shape:
+        raise ValueError(f"sigmoid_gate: gate shape {gate.shape} does not broadcast to x shape {x.shape}")
+    full = _alloc.empty(x.shape, np.float32, label="sigmoid_gate gate")
+    full[...] = gate
+    out = _alloc.empty(x.shape, np.float32, label="sigmoid_gate")
+    launch_numba(_sigmoid_gate_kernel, x.size, x.reshape(-1), full.reshape(-1), out.reshape(-1), x.size)
     return out

@@ -38,7 +38,7 @@ from .weights import build_layers
 
 
 class Engine:
-    """A model on the GPU. ``weights``: see _engine_weights.POLICIES. ``max_context``: positions the caches hold."""
+    """A model on the GPU. ``weights``: see impnb.cuda._device_weights.POLICIES. ``max_context``: positions the caches hold."""
 
     def __init__(self, config, tensors, *, weights: str = "auto", max_context: int | None = None,
                  prefill_chunk: int = 256, max_new_tokens: int = 4096):

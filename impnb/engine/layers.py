@@ -27,6 +27,8 @@ MAX_CHUNK = 1024     # one thread per slot at most: caches up to 64K slots
 def check_supported(cfg) -> None:
     """Raise Unsupported naming the feature this engine does not run (the reference backend runs everything)."""
     missing = []
+    if getattr(cfg, "linear_attention", None) is not None:
+        missing.append("linear-attention (gated DeltaNet) layers and gated attention")
     if cfg.qk_norm_dim and any(cfg.qk_norm_dim != L.head_dim for L in cfg.layers):
         missing.append("QK-norm over chunks smaller than head_dim")
     if cfg.layer_scalar:

@@ -6,7 +6,8 @@ Dimension legend: T = tokens of the dumped forward pass; the other axes are the 
 Vocabulary (llama.cpp's ``cb(cur, name, il)``, stored as GGUF-style keys): ``embedding``; per layer i
 ``blk.{i}.attn_norm``, ``.q``, ``.k`` (after QK-norm and RoPE), ``.v``, ``.attn_out`` (after the output projection,
 before any post-attention norm), ``.ffn_norm``, ``.router_logits``, ``.ffn_out`` (after any post-FFN norm),
-``.residual`` (the layer's output); then ``final_norm`` and ``logits``. The model calls ``taps.tap(name, layer,
+``.residual`` (the layer's output); linear-attention layers also ``.delta_out``, ``.conv_state``,
+``.recurrent_state`` (states with a leading axis of 1, one per prefill chunk); then ``final_norm`` and ``logits``. The model calls ``taps.tap(name, layer,
 array)`` at each point.
 
 File format: one safetensors file; the metadata entry ``impnb_golden`` holds the JSON manifest (format version,

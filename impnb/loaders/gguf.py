@@ -135,6 +135,9 @@ class GGUFFile:
 
     def _undo_converter(self, gguf_name: str, w: np.ndarray, where: str) -> np.ndarray:
         arch, stem = self.architecture, names.block_stem(gguf_name)
+        if arch in names.HYBRID_ARCHS:
+            from .gguf_hybrid import undo_converter
+            return undo_converter(gguf_name, w, self.metadata, arch, where)
         if arch in names.PERMUTED_QK_ARCHS and stem and stem[1] in ("attn_q", "attn_k"):
             key = "head_count" if stem[1] == "attn_q" else "head_count_kv"
             w = undo_qk_permutation(w, self._per_layer(key, stem[0]), where)
@@ -205,4 +208,7 @@ def read_gguf(path: str | Path) -> GGUFFile:
         warnings.warn(f"{path}: GGUF architecture {arch!r} has not been verified for tensor naming and "
                       f"converter transforms (verified: {sorted(names.VERIFIED_ARCHS)})", stacklevel=2)
     canonical, unmapped = _map_names(path, arch, header.tensors)
+    if arch in names.HYBRID_ARCHS:
+        from .gguf_hybrid import set_aside_mtp
+        canonical = set_aside_mtp(canonical, header.metadata, arch)
     return GGUFFile(path, header, arch, canonical, unmapped, buf)

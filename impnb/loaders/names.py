@@ -21,6 +21,14 @@ here. Legend: i = layer index, E = number of experts, H = hidden size, I = FFN (
     blk.i.ffn_{gate,up,down}_exps  model.layers.i.mlp.experts.{gate,up,down}_proj  stacked [E, out, in]
     blk.i.ffn_{gate,up,down}_shexp model.layers.i.mlp.shared_expert.{gate,up,down}_proj
     blk.i.ffn_gate_inp_shexp       model.layers.i.mlp.shared_expert_gate
+  hybrid linear attention (qwen3next, qwen35, qwen35moe; HYBRID_BLOCK_NAMES):
+    blk.i.attn_qkv / attn_gate     model.layers.i.linear_attn.in_proj_qkv / in_proj_z
+    blk.i.ssm_in / ssm_ba          model.layers.i.linear_attn.in_proj_qkvz / in_proj_ba   (Qwen3-Next)
+    blk.i.ssm_beta / ssm_alpha     model.layers.i.linear_attn.in_proj_b / in_proj_a       (Qwen3.5)
+    blk.i.ssm_conv1d               model.layers.i.linear_attn.conv1d                      [C, K]
+    blk.i.ssm_a                    model.layers.i.linear_attn.A_log     (no suffix; stored as -exp(A_log))
+    blk.i.ssm_dt.bias              model.layers.i.linear_attn.dt_bias
+    blk.i.ssm_norm / ssm_out       model.layers.i.linear_attn.norm / out_proj
 
 MoE experts stay STACKED ([E, out, in], GGUF's own layout, ne reversed); a safetensors loader that finds
 per-expert HF tensors (`mlp.experts.{e}.gate_proj.weight`) stacks them into the same name and shape.
@@ -30,7 +38,9 @@ A GGUF tensor this table does not know keeps its GGUF name (nothing is dropped s
 
 Value transforms llama.cpp's converter applies (undone in impnb/loaders/gguf.py, verified against transformers):
   * Q/K rows permuted for rotary "interleaved -> halves" on PERMUTED_QK_ARCHS;
-  * Gemma (1, 2, 3) RMSNorm weights stored as (1 + w) for every tensor whose name ends in "norm.weight".
+  * Gemma (1, 2, 3) RMSNorm weights stored as (1 + w) for every tensor whose name ends in "norm.weight";
+  * the hybrid architectures' own (impnb/loaders/gguf_hybrid.py: norms + 1 except ssm_norm, -exp(A_log), Qwen3.5's
+    value heads tiled instead of grouped).
 """
 from __future__ import annotations
 
@@ -91,6 +101,8 @@ _GLOBAL_RE = re.compile(r"^([a-z0-9_]+)\.(weight|bias)$")
 
 def gguf_to_canonical(name: str, arch: str) -> str | None:
     """The canonical name of GGUF tensor `name` in an `arch` file, or None when the table has no entry."""
+    if arch in HYBRID_ARCHS and (hybrid := hybrid_gguf_to_canonical(name)) is not None:
+        return hybrid
     m = _BLOCK_RE.match(name)
     if m:
         layer, stem, kind = m.groups()
@@ -106,3 +118,34 @@ def block_stem(name: str) -> tuple[int, str] | None:
     """(layer, stem) of a GGUF block tensor such as blk.3.attn_q.weight -> (3, "attn_q"); None otherwise."""
     m = _BLOCK_RE.match(name)
     return (int(m.group(1)), m.group(2)) if m else None
+
+
+# ---- hybrid linear-attention architectures (llama.cpp qwen3next / qwen35 / qwen35moe) ------------------------------
+HYBRID_ARCHS = frozenset({"qwen3next", "qwen35", "qwen35moe"})
+HYBRID_BLOCK_NAMES = {
+    "attn_qkv": "linear_attn.in_proj_qkv",
+    "attn_gate": "linear_attn.in_proj_z",
+    "ssm_in": "linear_attn.in_proj_qkvz",
+    "ssm_ba": "linear_attn.in_proj_ba",
+    "ssm_beta": "linear_attn.in_proj_b",
+    "ssm_alpha": "linear_attn.in_proj_a",
+    "ssm_conv1d": "linear_attn.conv1d",
+    "ssm_norm": "linear_attn.norm",
+    "ssm_out": "linear_attn.out_proj",
+    "post_attention_norm": "post_attention_layernorm",
+}
+# whole-name exceptions: llama.cpp stores A as "ssm_a" without a suffix, and dt_bias as the bias of "ssm_dt"
+_HYBRID_SPECIAL_RE = re.compile(r"^blk\.(\d+)\.(ssm_a|ssm_dt\.bias)$")
+_HYBRID_SPECIAL = {"ssm_a": "linear_attn.A_log", "ssm_dt.bias": "linear_attn.dt_bias"}
+
+
+def hybrid_gguf_to_canonical(name: str) -> str | None:
+    """Canonical name of a hybrid-architecture tensor: the special names, then HYBRID_BLOCK_NAMES, then the common
+    table (None when none knows it)."""
+    m = _HYBRID_SPECIAL_RE.match(name)
+    if m:
+        return f"model.layers.{m.group(1)}.{_HYBRID_SPECIAL[m.group(2)]}"
+    m = _BLOCK_RE.match(name)
+    if m and m.group(2) in HYBRID_BLOCK_NAMES:
+        return f"model.layers.{m.group(1)}.{HYBRID_BLOCK_NAMES[m.group(2)]}.{m.group(3)}"
+    return None

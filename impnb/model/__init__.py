@@ -12,7 +12,9 @@ Legend: T = tokens, H = hidden, V = vocab.
 first op whose output leaves its tolerance, raising CrossCheckError with the op, the layer it ran in, the worst
 index and both values with their bits. ``taps.tap(name, layer, array)`` is called (per prefill chunk, in graph order) with: ``embedding``;
 per layer ``attn_norm``, ``q``, ``k`` (after QK-norm and RoPE), ``v``, ``attn_out``, ``ffn_norm``,
-``router_logits`` (MoE layers), ``ffn_out``, ``residual``; then ``final_norm`` and ``logits``.
+``router_logits`` (MoE layers), ``ffn_out``, ``residual``; then ``final_norm`` and ``logits``. Linear-attention
+layers (Qwen3-Next / Qwen3.5, impnb/model/linear_attention.py) tap ``q``, ``k``, ``v`` after their convolution and
+add ``delta_out``, ``conv_state`` and ``recurrent_state``.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from ..config import ModelConfig
 from ..cuda._runtime import to_host
 from ..errors import CrossCheckError, FormatError
 from ..kvcache import ContextOverflow, KVCache
+from ..recurrent_cache import make_cache
 from ..reference.rope import rope_inv_freq
 from . import blocks
 from .weights import WeightStore, check_layer_count, layer_rope, load_layer, load_ple, unexpected
@@ -105,8 +108,9 @@ class Model:
     # ---- public API ----
     def new_cache(self, max_tokens: int | None = None, *, chunk: int = 256) -> KVCache:
         """A KV cache for ``max_tokens`` tokens (default: the model's context), on the device when the model's
-        ops run there."""
-        return KVCache(self.config, max_tokens or self.config.max_position_embeddings, chunk=chunk, xp=self.xp)
+        ops run there; with linear-attention layers a HybridCache (impnb/recurrent_cache.py: their recurrent states
+        beside the KV slots)."""
+        return make_cache(self.config, max_tokens or self.config.max_position_embeddings, chunk=chunk, xp=self.xp)
 
     def forward(self, ids, cache: KVCache, taps=None, *, last_only: bool = False) -> np.ndarray:
         """Run ``ids`` [T] after what ``cache`` holds; float32 logits [T, V] ([1, V] with last_only)."""

@@ -135,6 +135,9 @@ def _per_layer_input(ops, x, w, ple_input, cfg):
 def decoder_layer(ops, x, w, lc, cfg, state, taps, ple_input=None):
     """One pre-norm decoder layer (with Gemma's sandwich norms, Gemma-4's per-layer input and layer scalar);
     x [T, H] -> [T, H]."""
+    if cfg.linear_attention is not None:  # Qwen3-Next / Qwen3.5: gated DeltaNet and gated-attention layers
+        from .linear_attention import decoder_layer as hybrid_decoder_layer
+        return hybrid_decoder_layer(ops, x, w, lc, cfg, state, taps)
     i = lc.index
     h = norm(ops, x, w["attn_norm"], cfg)
     _tap(taps, "attn_norm", i, h)

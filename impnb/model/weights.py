@@ -104,6 +104,9 @@ def router_name(has, prefix: str) -> str:
 
 def load_layer(store: WeightStore, config, lc) -> dict:
     """All float32 weights of layer ``lc`` (a LayerConfig), keyed by role."""
+    if config.linear_attention is not None:  # Qwen3-Next / Qwen3.5 layers: impnb/model/hybrid_weights.py
+        from .hybrid_weights import load_layer as load_hybrid_layer
+        return load_hybrid_layer(store, config, lc)
     p, h = f"layers.{lc.index}.", config.hidden_size
     w = {role: store.get(p + name + ".weight", (h,)) for role, name in norm_names(config).items()}
     w.update(_attention(store, p + "self_attn.", config, lc))
@@ -219,9 +222,9 @@ _LAYER_RE = re.compile(r"^layers\.(\d+)\.")
 
 
 # Tensors a text model legitimately leaves unused: multimodal towers, cached RoPE tables, quantization metadata
-# that other parts of impnb read (W4A4 input scales, KV-cache scales).
+# that other parts of impnb read (W4A4 input scales, KV-cache scales), multi-token-prediction heads (Qwen3.5 mtp.*).
 _IGNORABLE = re.compile(r"^(vision_tower|vision_model|multi_modal_projector|audio_tower|embed_vision|embed_audio|"
-                        r"mm_)|rotary_emb\.inv_freq$|(input_global_scale|input_scale|[kv]_scale)$")
+                        r"mm_|visual\.|mtp\.)|rotary_emb\.inv_freq$|(input_global_scale|input_scale|[kv]_scale)$")
 
 
 def unexpected(names: list[str]) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import ImpnbError
 from .convert import quantize_checkpoint
 
 
@@ -41,10 +42,14 @@ def main(argv=None) -> int:
     if args.calibration:
         with open(args.calibration, encoding="utf-8") as f:
             prompts = [line.rstrip("\n") for line in f if line.strip()]
-    report = quantize_checkpoint(args.model, args.out, layout=args.layout, ignore=args.ignore,
-                                 quantize_lm_head=args.quantize_lm_head, w4a4=args.w4a4, calibration=prompts,
-                                 dtype=args.dtype, progress=not args.quiet, backend=args.backend,
-                                 max_shard_bytes=int(args.max_shard_gb * 1e9))
+    try:
+        report = quantize_checkpoint(args.model, args.out, layout=args.layout, ignore=args.ignore,
+                                     quantize_lm_head=args.quantize_lm_head, w4a4=args.w4a4, calibration=prompts,
+                                     dtype=args.dtype, progress=not args.quiet, backend=args.backend,
+                                     max_shard_bytes=int(args.max_shard_gb * 1e9))
+    except (ImpnbError, FileNotFoundError, ValueError) as exc:  # e.g. an architecture it cannot write yet
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(report.summary(), file=sys.stderr)
     if args.eval:
         from ..eval import compare_models

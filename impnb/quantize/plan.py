@@ -5,6 +5,14 @@ K = in features. A quantizable weight is the 2-D ``M.weight`` of a transformer p
 ``gate/up/down_proj``) or, on request, ``lm_head``; embeddings, norms and routers stay in high precision, as the
 usual llm-compressor / ModelOpt ignore lists keep them.
 
+Hybrid linear-attention layers (Qwen3-Next, Qwen3.5): the big projections of ``linear_attn`` are quantized
+(``in_proj_qkvz`` / ``in_proj_qkv``, ``in_proj_z``, ``out_proj``; gated q_proj with the rest of attention); these
+stay in high precision: ``conv1d`` (a depthwise [C, 1, K] filter, not a Linear), ``A_log`` / ``dt_bias`` (per-head
+scalars), every norm, ``in_proj_ba`` / ``in_proj_b`` / ``in_proj_a`` (2 Hv rows that set each head's decay
+exp(A softplus(a + dt_bias)) and write strength sigmoid(b): their error compounds through the recurrent state over
+every later token, for a tiny share of the weights), routers (``mlp.gate``) and ``mlp.shared_expert_gate`` (one
+row). ``in_proj_qkv`` and ``in_proj_z`` share a global scale (engines run them as one GEMM, vLLM's in_proj_qkvz).
+
 Fused shards share ONE global scale (llm-compressor's fused-layer handling and ModelOpt's unified export both unify
 the weight amax of q/k/v and of gate/up, because inference engines run each family as one GEMM): the shards are
 quantized as one concatenated [sum N, K] matrix, so the global scale comes from the fused amax, and split back by
@@ -25,7 +33,11 @@ from ..formats import NVFP4Tensor
 
 GROUP = 16
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+LINEAR_ATTN_PROJECTIONS = ("in_proj_qkvz", "in_proj_qkv", "in_proj_z", "out_proj")  # under a ``linear_attn`` module
+# Linear modules of the hybrid layers kept in high precision by rule (listed in the ignore list, so that other
+# loaders know them for dense Linears): parent module suffix -> leaves
+KEPT_DENSE = {"linear_attn": ("in_proj_ba", "in_proj_b", "in_proj_a"), "mlp": ("shared_expert_gate",)}
+FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("in_proj_qkv", "in_proj_z"))
 
 
 @dataclass(frozen=True)
@@ -39,8 +51,16 @@ def module_of(name: str) -> str | None:
     return name[:-len(".weight")] if name.endswith(".weight") else None
 
 
+def kept_dense(module: str) -> bool:
+    """A Linear the rule keeps in high precision (KEPT_DENSE): written to the ignore list, never quantized."""
+    parent, _, leaf = module.rpartition(".")
+    return any(parent.endswith(p) and leaf in leaves for p, leaves in KEPT_DENSE.items())
+
+
 def is_linear(module: str) -> bool:
-    leaf = module.rsplit(".", 1)[-1]
+    parent, _, leaf = module.rpartition(".")
+    if parent.endswith("linear_attn"):
+        return leaf in LINEAR_ATTN_PROJECTIONS
     return leaf in PROJECTIONS or module == "lm_head"
 
 
@@ -74,6 +94,7 @@ def make_plan(shapes: dict[str, tuple], ignore_patterns=(), quantize_lm_head: bo
         else:
             quant.append(m)
     _warn_split_families(quant, ignore)
+    ignore += sorted(m for n in shapes if (m := module_of(n)) and kept_dense(m))
     if "lm_head" not in linears and "lm_head" not in ignore:
         ignore.append("lm_head")  # tied head: the Linear module still exists in HF models; llm-compressor lists it
     return Plan(tuple(quant), _groups(quant), tuple(sorted(ignore)))

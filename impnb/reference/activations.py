@@ -8,6 +8,8 @@ All elementwise, any shape, float32 in and out (computed in float32, as transfor
     swiglu_oai(g, u; alpha, limit) = (clip(u, -limit, limit) + 1) * gc * sigmoid(alpha * gc), gc = min(g, limit)
                                                                       (gpt-oss GptOssExperts._apply_gate)
     softcap(x; cap) = cap * tanh(x / cap)                             (Gemma final / attention logit softcap)
+    sigmoid_gate(x, gate) = x * sigmoid(gate)                         (Qwen3-Next / Qwen3.5 attention output gate,
+                                                                       their shared expert's gate; gate broadcasts)
 """
 from __future__ import annotations
 
@@ -82,3 +84,13 @@ def gated_activation(gate_up, *, activation="silu", alpha=1.702, limit=7.0):
     if activation == "swiglu_oai":
         return swiglu_oai(gate, up, alpha=alpha, limit=limit)
     raise ValueError(f"gated_activation: activation {activation!r}; expected silu, gelu_tanh or swiglu_oai")
+
+
+def sigmoid_gate(x, gate):
+    """Output gate: x * sigmoid(gate), sigmoid(z) = 1 / (1 + exp(-z)), float32; ``gate`` broadcasts against x
+    (the attention gate has x's shape, the shared expert's gate is one column [T, 1])."""
+    x = np.asarray(x, dtype=np.float32)
+    gate = np.asarray(gate, dtype=np.float32)
+    if np.broadcast_shapes(x.shape, gate.shape) != x.shape:
+        raise ValueError(f"sigmoid_gate: gate shape {gate.shape} does not broadcast to x shape {x.shape}")
+    return x * _sigmoid(gate)

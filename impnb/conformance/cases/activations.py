@@ -1,6 +1,6 @@
 """Cross-check cases of the activations (impnb/reference/activations.py): wide ranges incl. large |x| (exp
 overflow), the gpt-oss clamp limits on both sides of gate and up (default and other alpha / limit), softcap past
-the cap."""
+the cap, sigmoid gates (elementwise and one column broadcast over a row)."""
 from __future__ import annotations
 
 import numpy as np
@@ -44,3 +44,17 @@ def _oai_other(rng, size):
 @case("softcap", "small_cap")
 def _softcap_small(rng, size):
     return (_x(rng, size, 10.0),), {"cap": 5.0}
+
+
+@case("sigmoid_gate", "elementwise_wide")
+def _gate(rng, size):
+    t, n = (3, 10) if size == "tiny" else (4, 8192)  # real: Qwen3.5 attention output (32 heads x 256)
+    return ((rng.standard_normal((t, n)) * 3).astype(np.float32), (rng.standard_normal((t, n)) * 30).astype(
+        np.float32)), {}
+
+
+@case("sigmoid_gate", "column_broadcast")
+def _gate_column(rng, size):
+    t, n = (4, 6) if size == "tiny" else (16, 2048)  # real: the shared expert output of Qwen3-Next
+    return ((rng.standard_normal((t, n)) * 3).astype(np.float32), (rng.standard_normal((t, 1)) * 5).astype(
+        np.float32)), {}
