@@ -44,7 +44,8 @@ class OpSpec:
     summary: str
     # The CUDA entry points that implement the op: ``__global__`` names in impnb/cuda/kernels/<family>.cu (a
     # template's name, compiled as name<args>) and Numba ``@cuda.jit`` kernel names. Empty: the CUDA path is CuPy
-    # array expressions / cuBLAS only. Every kernel under impnb/ belongs to exactly one op (tests/test_registry.py).
+    # array expressions / cuBLAS, or runs another op's kernels (causal_conv1d_step: causal_conv1d with T = 1).
+    # Every kernel under impnb/ belongs to exactly one op (tests/test_kernel_ownership.py).
     kernels: tuple[str, ...] = ()
 
 
@@ -116,16 +117,21 @@ _SPECS = [
            ("moe_up_gemv", "moe_down_gemv")),
     # hybrid linear-attention layers (Qwen3-Next, Qwen3.5): gated DeltaNet token mixer, its norms and gates
     OpSpec("causal_conv1d", "linear_attention", False,
-           "depthwise causal conv over T tokens after a [K-1, C] rolling state, SiLU -> (y [T, C], state')"),
+           "depthwise causal conv over T tokens after a [K-1, C] rolling state, SiLU -> (y [T, C], state')",
+           ("_conv_kernel", "_conv_state_kernel")),
     OpSpec("causal_conv1d_step", "linear_attention", False, "one decode token of causal_conv1d -> (y [C], state')"),
-    OpSpec("gdn_gates", "linear_attention", False, "g = A softplus(a + dt_bias), beta = sigmoid(b), per value head"),
+    OpSpec("gdn_gates", "linear_attention", False, "g = A softplus(a + dt_bias), beta = sigmoid(b), per value head",
+           ("_gates_kernel",)),
     OpSpec("gated_delta_rule", "linear_attention", False,
-           "S <- e^g S; S <- S + k beta (v - S^T k)^T; o = S^T q, token by token (L2-normed q, k; GQA)"),
+           "S <- e^g S; S <- S + k beta (v - S^T k)^T; o = S^T q, token by token (L2-normed q, k; GQA)",
+           ("_delta_kernel",)),
     OpSpec("gated_delta_rule_chunked", "linear_attention", False,
-           "the gated delta rule chunk by chunk (UT transform within a chunk, state scan across chunks)"),
-    OpSpec("gated_rms_norm", "norms", False, "x / sqrt(mean(x^2) + eps) * w * silu(gate) over the last axis"),
-    OpSpec("l2_norm", "norms", False, "x / sqrt(sum(x^2) + eps) over the last axis"),
-    OpSpec("sigmoid_gate", "activations", False, "x * sigmoid(gate), gate broadcast to x"),
+           "the gated delta rule chunk by chunk (UT transform within a chunk, state scan across chunks)",
+           ("_normalise_kernel", "_gamma_kernel", "_pairs_kernel", "_solve_kernel", "_scan_kernel")),
+    OpSpec("gated_rms_norm", "norms", False, "x / sqrt(mean(x^2) + eps) * w * silu(gate) over the last axis",
+           ("_gated_rms_kernel",)),
+    OpSpec("l2_norm", "norms", False, "x / sqrt(sum(x^2) + eps) over the last axis", ("_l2_kernel",)),
+    OpSpec("sigmoid_gate", "activations", False, "x * sigmoid(gate), gate broadcast to x", ("_sigmoid_gate_kernel",)),
 ]
 
 OPS: dict[str, OpSpec] = {}
