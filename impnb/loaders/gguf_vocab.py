@@ -168,8 +168,11 @@ def _spm_merges(tokens: list[str], types: list[int], scores: list[float]) -> lis
 
 
 def _spm_normalizer(prefix: bool, remove_extra_spaces: bool) -> normalizers.Normalizer:
+    """sentencepiece's remove_extra_whitespaces drops leading, repeated and trailing " " (an input of spaces only
+    becomes empty, without the prefix). sentencepiece also drops a literal trailing "▁"; that is not done here:
+    the normaliser also rewrites user-defined pieces before they are matched, and "▁▁" must stay "▁▁"."""
     steps = []
-    if remove_extra_spaces:   # sentencepiece's remove_extra_whitespaces: " " only, not other white space
+    if remove_extra_spaces:
         steps += [normalizers.Replace(Regex(r"\A +| +\z"), ""), normalizers.Replace(Regex(" {2,}"), " ")]
     if prefix:
         steps.append(normalizers.Prepend(" "))
@@ -189,6 +192,10 @@ def spm_tokenizer(info: dict) -> Tokenizer:
     if len(scores) != len(raw):
         raise FormatError(f"GGUF vocabulary: {len(scores)} scores for {len(raw)} tokens")
     prefix = bool(_get(info, "add_space_prefix", True))
+    squeeze = bool(_get(info, "remove_extra_whitespaces", False))
+    if prefix and squeeze and USER_DEFINED in types:
+        raise Unsupported("GGUF vocabulary: add_space_prefix with remove_extra_whitespaces and user-defined pieces "
+                          "(llama.cpp ignores remove_extra_whitespaces, sentencepiece matches the pieces after it)")
     tokens = [_spm_spelling(t, k, prefix) for t, k in zip(raw, types)]
     vocab = {t: i for i, t in enumerate(tokens)}
     if len(vocab) != len(tokens):   # distinct in the file, equal once user-defined pieces are respelled
@@ -197,7 +204,7 @@ def spm_tokenizer(info: dict) -> Tokenizer:
     unk_token = tokens[unk] if _is_int(unk) and 0 <= unk < len(tokens) else None
     tok = Tokenizer(BPE(vocab, _spm_merges(tokens, types, scores), unk_token=unk_token, fuse_unk=True,
                         byte_fallback=BYTE in types))
-    tok.normalizer = _spm_normalizer(prefix, bool(_get(info, "remove_extra_whitespaces", False)))
+    tok.normalizer = _spm_normalizer(prefix, squeeze)
     steps = [decoders.Replace(SPM_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
     tok.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if prefix else []))
     return _add_cut_tokens(tok, tokens, types, user_normalized=not prefix)
