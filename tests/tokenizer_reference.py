@@ -299,7 +299,16 @@ def record(binary: str) -> None:
                     entry["no_parse_special"][key] = llama_tokenize(binary, model, text, False)
             result["vocabularies"][name] = entry
             print(f"{name}: {len(texts)} strings", file=sys.stderr)
-    LLAMA_CPP_IDS.write_text(json.dumps(result, ensure_ascii=True, indent=1) + "\n")
+    LLAMA_CPP_IDS.write_text(_compact_json(result))
+
+
+def _compact_json(value, depth: int = 0) -> str:
+    """JSON with one line per leaf list (one string's ids), so the file stays small and diffs by string."""
+    if not isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    pad = " " * (depth + 1)
+    items = [f"{pad}{json.dumps(k)}: {_compact_json(v, depth + 1)}" for k, v in value.items()]
+    return "{\n" + ",\n".join(items) + "\n" + " " * depth + "}" + ("\n" if depth == 0 else "")
 
 
 if __name__ == "__main__":
