@@ -10,6 +10,11 @@
     token (leftmost on ties); a symbol not in the vocabulary falls back to its <0xNN> byte tokens.
 
 Nothing here is shared with impnb/loaders/gguf_vocab.py (which builds a `tokenizers` BPE instead).
+
+Also: `sentencepiece_model(info)`, a sentencepiece ModelProto over a GGUF "llama" vocabulary (Google's own
+implementation then tokenizes with it); the stress corpus (tests/data/tokenizer_stress.json); and the recorder of
+llama.cpp's ids for it, `python -m tests.tokenizer_reference PATH/TO/llama-tokenize`, which writes
+tests/data/tokenizer_llama_cpp_ids.json (llama-tokenize on weightless GGUF copies of each vocabulary).
 """
 from __future__ import annotations
 
