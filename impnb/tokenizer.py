@@ -6,7 +6,8 @@
     tok.decode(ids)                                    # special tokens kept unless skip_special_tokens=True
 
 Special-token strings inside the text ("<|im_start|>", "<start_of_turn>") are matched whole, as Hugging Face and
-llama.cpp (parse_special) do, so a rendered chat template tokenizes to the ids the model was trained on.
+llama.cpp (parse_special) do, so a rendered chat template tokenizes to the ids the model was trained on;
+encode(..., parse_special=False) reads them as plain text instead.
 
 Stop tokens: `eos_id`, plus `eot_ids`, the end-of-turn tokens a chat model ends its reply with. Many GGUFs omit
 tokenizer.ggml.eot_token_id (seed 003: Gemma's <end_of_turn> was never caught), so the vocabulary is also
@@ -41,8 +42,14 @@ class Tokenizer:
         self.special_ids = frozenset(i for i, t in backend.get_added_tokens_decoder().items() if t.special)
 
     # ---- text <-> ids --------------------------------------------------------------------------------------
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        ids = self.backend.encode(text, add_special_tokens=False).ids
+    def encode(self, text: str, add_special_tokens: bool = True, parse_special: bool = True) -> list[int]:
+        """parse_special=False: special-token spellings in the text are text (llama.cpp's --no-parse-special)."""
+        before = self.backend.encode_special_tokens
+        self.backend.encode_special_tokens = not parse_special
+        try:
+            ids = self.backend.encode(text, add_special_tokens=False).ids
+        finally:
+            self.backend.encode_special_tokens = before
         if add_special_tokens:
             ids = ([self.bos_id] if self.add_bos else []) + ids + ([self.eos_id] if self.add_eos else [])
         return ids
@@ -87,7 +94,7 @@ class Tokenizer:
     def from_gguf_info(cls, info: dict, arch: str, source: str = "gguf") -> "Tokenizer":
         """From GGUFFile.tokenizer_info (tokenizer.* metadata without the prefix) and general.architecture."""
         from .loaders.gguf_vocab import tokenizer_from_gguf_vocab
-        backend = tokenizer_from_gguf_vocab(info, arch)
+        backend = tokenizer_from_gguf_vocab(info)
         n = backend.get_vocab_size(with_added_tokens=True)
 
         def token_id(key):
