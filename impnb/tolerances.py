@@ -40,11 +40,29 @@ class AllClose:
 @dataclass(frozen=True)
 class ScaledError:
     bound: float
-    scale: Callable  # scale(args, kwargs) -> array broadcastable to the output
+    scale: Callable  # scale(args, kwargs) -> array broadcastable to the output; made by @scale_formula
     why: str
+
+    def __post_init__(self):
+        if not str(getattr(self.scale, "formula", "")).strip():
+            raise TypeError("ScaledError: its scale function must state its formula (decorate it with "
+                            "@scale_formula(...)), so that readers without Python can compute the bound")
+
+    @property
+    def formula(self) -> str:
+        """What ``bound`` multiplies, stated over the reference's parameter names (golden/'s manifests carry it)."""
+        return self.scale.formula
 
     def __str__(self):
         return f"ScaledError(bound={self.bound:g})"
+
+
+def scale_formula(text: str):
+    """Attach ``text``, the scale's formula in words and the op's parameter names, to a scale function."""
+    def attach(fn):
+        fn.formula = text
+        return fn
+    return attach
 
 
 # ---- scale functions of ScaledError rules ----------------------------------------------------------------------
@@ -64,6 +82,9 @@ def _gamma_fp32_probabilistic(n: int, lam: float = 8.0) -> float:
     return float(np.expm1(lam * np.sqrt(n) * u + n * u * u / (1.0 - u)))
 
 
+@scale_formula("gamma(K + 2) * sum_k |x[..., k]| |W[n, k]|, W = nvfp4_dequantize(t) [N, K] (K logical), "
+               "gamma(n) = expm1(8 sqrt(n) u + n u^2 / (1 - u)), u = 2^-24 (Higham-Mary probabilistic bound of an "
+               "n-term float32 dot product)")
 def _nvfp4_abs_dot(args, kwargs):
     """gamma~_{K+2}(8) * (|X| @ |W|.T) in float64, shaped like the output ([N] for a GEMV, [M, N] for a GEMM)."""
     from .reference.nvfp4 import nvfp4_dequantize
@@ -72,10 +93,79 @@ def _nvfp4_abs_dot(args, kwargs):
     return _gamma_fp32_probabilistic(t.shape[1] + 2) * (np.abs(x) @ w.T)
 
 
-def _row_max_abs(reference):
-    """max |logit| of each row [..., 1] (whole-model logits: the scale their float32 errors grow with)."""
-    r = np.abs(np.asarray(reference, dtype=np.float64))
+@scale_formula("max_j |reference[..., j]|: the largest reference logit of the row")
+def _row_max_abs(args, kwargs):
+    """max |logit| of each row [..., 1] of the reference logits args[0] (whole-model logits: the scale their
+    float32 errors grow with)."""
+    r = np.abs(np.asarray(args[0], dtype=np.float64))
     return np.max(r, axis=-1, keepdims=True) if r.ndim else r
+
+
+@scale_formula("sum_k |x[..., k]| |weight[n, k]| + |bias[n]| (the bias term where a bias is given)")
+def _abs_linear(args, kwargs):
+    """Magnitude scale of linear(x, W, b): |x| @ |W|.T (+ |b|), the sum that float32 rounding errors scale with."""
+    x, w = np.abs(np.asarray(args[0], np.float64)), np.abs(np.asarray(args[1], np.float64))
+    scale = x @ w.T
+    bias = args[2] if len(args) > 2 else kwargs.get("bias")
+    if bias is not None:
+        scale = scale + np.abs(np.asarray(bias, np.float64))
+    return scale
+
+
+@scale_formula("sum_k |xn[..., k]| |W[n, k]| + |bias[n]|, xn = rms_norm(x, norm_weight; eps, offset) (its "
+               "float32 value), W = weight (nvfp4_dequantize(weight) for an NVFP4 weight)")
+def _abs_norm_linear(args, kwargs):
+    """|rms_norm(x)| @ |W|.T (+ |b|) in float64 for rms_norm_linear(x, norm_weight, W, bias; eps, offset)."""
+    from .reference.linear import dense_weight
+    from .reference.norms import rms_norm
+    x, norm_w, w = args[0], args[1], args[2]
+    xn = rms_norm(x, norm_w, eps=kwargs["eps"], offset=kwargs.get("offset", 0.0))
+    bias = args[3] if len(args) > 3 else kwargs.get("bias")
+    return _abs_linear((xn, dense_weight(w), bias), {})
+
+
+@scale_formula("3e-5 * sum_i |a[..., i]| |W[n, i]| + 1e-6 * sum_i |gate[..., i]| |up[..., i]| |W[n, i]| + 3e-5 "
+               "|bias[n]| + 1e-6 |residual[..., n]|, a = gated_activation(gate_up; activation), gate = "
+               "gate_up[..., :I], up = gate_up[..., I:], W = weight (dequantized if NVFP4)")
+def _gated_linear_scale(args, kwargs):
+    from .reference.activations import gated_activation
+    from .reference.linear import dense_weight
+    gu = np.asarray(args[0], np.float64)
+    w = np.abs(dense_weight(args[1]).astype(np.float64))
+    width = gu.shape[-1] // 2
+    act = np.abs(gated_activation(args[0], activation=kwargs.get("activation", "silu")).astype(np.float64))
+    scale = 3e-5 * (act @ w.T) + 1e-6 * ((np.abs(gu[..., :width]) * np.abs(gu[..., width:])) @ w.T)
+    bias = args[2] if len(args) > 2 else kwargs.get("bias")
+    if bias is not None:
+        scale = scale + 3e-5 * np.abs(np.asarray(bias, np.float64))
+    if kwargs.get("residual") is not None:
+        scale = scale + 1e-6 * np.abs(np.asarray(kwargs["residual"], np.float64))
+    return scale
+
+
+@scale_formula("|x[..., i]| + |rms_norm(t, weight; eps, offset)[..., i]| + 0.1")
+def _norm_add_scale(args, kwargs):
+    from .reference.norms import rms_norm
+    x, t, w = args[0], args[1], args[2]
+    n = rms_norm(t, w, eps=kwargs["eps"], offset=kwargs.get("offset", 0.0))
+    return np.abs(np.asarray(x, np.float64)) + np.abs(n.astype(np.float64)) + 0.1
+
+
+@scale_formula("sum_i c[i] |W[n, i]| + |bias[n]| + |residual[n]|, c = attention_combine(m, l, |acc|; sinks) "
+               "flattened to [Hq D] (the split weights of the combine applied to |acc|), W = weight "
+               "(dequantized if NVFP4)")
+def _attention_output_scale(args, kwargs):
+    """(sum_j w_j |acc_j| / L) @ |W|.T + |b| + |residual| for attention_output(m, l, acc, W, b; sinks, residual)."""
+    from .reference.attention import attention_combine
+    from .reference.linear import dense_weight
+    m, l, acc, w = args[0], args[1], args[2], args[3]
+    magnitude = attention_combine(m, l, np.abs(np.asarray(acc, np.float32)), kwargs.get("sinks")).reshape(-1)
+    scale = magnitude.astype(np.float64) @ np.abs(dense_weight(w).astype(np.float64)).T
+    bias = args[4] if len(args) > 4 else kwargs.get("bias")
+    for extra in (bias, kwargs.get("residual")):
+        if extra is not None:
+            scale = scale + np.abs(np.asarray(extra, np.float64))
+    return scale
 
 
 # ---- the table ---------------------------------------------------------------------------------------------------
@@ -132,7 +222,7 @@ TOLERANCES: dict[str, dict[str, object]] = {
                                 "(bit-identical); NVFP4 tables: the engine decodes q 2^-14 times s (2^14 / gs) "
                                 "then the scale, 4 roundings against the reference's q fl(s / gs) * scale (3): "
                                 "<= ~5 ulp = 3e-7 relative; zeros stay exact (atol 0)")},
-    "linear": {"*": ScaledError(3e-5, lambda a, k: _abs_linear(a, k), "float32 dot products of length K in any "
+    "linear": {"*": ScaledError(3e-5, _abs_linear, "float32 dot products of length K in any "
                                 "order: |err| <= gamma_K sum|x w|; rounding errors of random sign grow like "
                                 "sqrt(K) u = 7.6e-6 at K = 16384, so 3e-5 of sum|x w| is a 4x margin")},
     "rms_norm": {"*": AllClose(1e-6, 1e-5, "mean of D squares (sqrt(D) u relative) then rsqrt (2 ulp) and two "
@@ -159,18 +249,18 @@ TOLERANCES: dict[str, dict[str, object]] = {
                                   "sqrt(n) u = 4e-6 of the O(1) partial sums) plus the activation and a K-term "
                                   "weighted sum; 5e-5 absolute keeps a ~10x margin")},
     # fused ops: the engine's kernels, each the composition of the ops above (impnb/reference/<family>.py)
-    "rms_norm_linear": {"*": ScaledError(3e-5, lambda a, k: _abs_norm_linear(a, k),
+    "rms_norm_linear": {"*": ScaledError(3e-5, _abs_norm_linear,
                                          "rms_norm (~10 ulp relative per element) feeding a K-term float32 dot in "
                                          "any order (sqrt(K) u = 7.6e-6 at K = 16384, as linear); NVFP4 weights "
                                          "add one rounding of the per-row multiplier 2^14 / gs; all relative to "
                                          "|rms_norm(x)| @ |W| (+ |b|); softcap only shrinks errors. 3e-5: a 4x "
                                          "margin")},
-    "gated_linear": {"*": ScaledError(1.0, lambda a, k: _gated_linear_scale(a, k),
+    "gated_linear": {"*": ScaledError(1.0, _gated_linear_scale,
                                       "3e-5 |act| @ |W| for the K-term dot (as linear) plus 1e-6 (|gate| |up|) @ "
                                       "|W| for the activation: the engine's tanhf (2 ulp, CUDA Math API table) in "
                                       "1 + tanh cancels for gate < -3, an absolute error of ~1.2e-7 |gate| |up| "
                                       "per element (8x margin), plus 1e-6 |residual| for the final add")},
-    "rms_norm_add": {"*": ScaledError(1e-5, lambda a, k: _norm_add_scale(a, k),
+    "rms_norm_add": {"*": ScaledError(1e-5, _norm_add_scale,
                                       "rms_norm's ~10 ulp relative error (1.2e-6) on rms_norm(t) and one rounding "
                                       "of the add, relative to |x| + |rms_norm(t)| (+ 0.1 for elements near 0: "
                                       "1e-6 absolute); 1e-5 keeps an 8x margin under cancellation x ~ -norm")},
@@ -190,7 +280,7 @@ TOLERANCES: dict[str, dict[str, object]] = {
                                        "of <= chunk (64..1024) terms in a block-tree order; max is exact up to the "
                                        "score error (-inf exact); l and acc relative ~sqrt(chunk) u: as the "
                                        "attention rule (1e-4 relative, 2e-5 absolute for |v| ~ 1)")},
-    "attention_output": {"*": ScaledError(5e-5, lambda a, k: _attention_output_scale(a, k),
+    "attention_output": {"*": ScaledError(5e-5, _attention_output_scale,
                                           "the combine (S <= 64 split weights: expf 2 ulp, an S-term sum, one "
                                           "division: ~S u = 4e-6 of sum_j w_j |acc_j| / L) then a K-term dot "
                                           "(sqrt(K) u, as linear), relative to that magnitude times |W| "
@@ -232,7 +322,7 @@ TOLERANCES: dict[str, dict[str, object]] = {
     "sigmoid_gate": {"*": AllClose(1e-6, 1e-5, "exp 2 ulp, one add, one divide, one multiply: <= 5 ulp = 6e-7 "
                                    "relative")},
     # ---- whole model: the CUDA engine (impnb/engine/) against the reference model, --backend check ----
-    "engine_logits": {"*": ScaledError(1e-4, lambda a, k: _row_max_abs(a[0]),
+    "engine_logits": {"*": ScaledError(1e-4, _row_max_abs,
                                        "same weights (check mode stores them in float32), float32 activations, "
                                        "residual stream and KV cache on both paths; only summation order differs "
                                        "(cuBLAS SGEMM blocking, warp-tree GEMV sums, split-K attention). Measured "
@@ -241,63 +331,6 @@ TOLERANCES: dict[str, dict[str, object]] = {
                                        "keeps a 200x margin, and an error in any op of a layer exceeds it "
                                        "(the planted-bug test)")},
 }
-
-
-def _abs_linear(args, kwargs):
-    """Magnitude scale of linear(x, W, b): |x| @ |W|.T (+ |b|), the sum that float32 rounding errors scale with."""
-    x, w = np.abs(np.asarray(args[0], np.float64)), np.abs(np.asarray(args[1], np.float64))
-    scale = x @ w.T
-    bias = args[2] if len(args) > 2 else kwargs.get("bias")
-    if bias is not None:
-        scale = scale + np.abs(np.asarray(bias, np.float64))
-    return scale
-
-
-def _abs_norm_linear(args, kwargs):
-    """|rms_norm(x)| @ |W|.T (+ |b|) in float64 for rms_norm_linear(x, norm_weight, W, bias; eps, offset)."""
-    from .reference.linear import dense_weight
-    from .reference.norms import rms_norm
-    x, norm_w, w = args[0], args[1], args[2]
-    xn = rms_norm(x, norm_w, eps=kwargs["eps"], offset=kwargs.get("offset", 0.0))
-    bias = args[3] if len(args) > 3 else kwargs.get("bias")
-    return _abs_linear((xn, dense_weight(w), bias), {})
-
-
-def _gated_linear_scale(args, kwargs):
-    from .reference.activations import gated_activation
-    from .reference.linear import dense_weight
-    gu = np.asarray(args[0], np.float64)
-    w = np.abs(dense_weight(args[1]).astype(np.float64))
-    width = gu.shape[-1] // 2
-    act = np.abs(gated_activation(args[0], activation=kwargs.get("activation", "silu")).astype(np.float64))
-    scale = 3e-5 * (act @ w.T) + 1e-6 * ((np.abs(gu[..., :width]) * np.abs(gu[..., width:])) @ w.T)
-    bias = args[2] if len(args) > 2 else kwargs.get("bias")
-    if bias is not None:
-        scale = scale + 3e-5 * np.abs(np.asarray(bias, np.float64))
-    if kwargs.get("residual") is not None:
-        scale = scale + 1e-6 * np.abs(np.asarray(kwargs["residual"], np.float64))
-    return scale
-
-
-def _norm_add_scale(args, kwargs):
-    from .reference.norms import rms_norm
-    x, t, w = args[0], args[1], args[2]
-    n = rms_norm(t, w, eps=kwargs["eps"], offset=kwargs.get("offset", 0.0))
-    return np.abs(np.asarray(x, np.float64)) + np.abs(n.astype(np.float64)) + 0.1
-
-
-def _attention_output_scale(args, kwargs):
-    """(sum_j w_j |acc_j| / L) @ |W|.T + |b| + |residual| for attention_output(m, l, acc, W, b; sinks, residual)."""
-    from .reference.attention import attention_combine
-    from .reference.linear import dense_weight
-    m, l, acc, w = args[0], args[1], args[2], args[3]
-    magnitude = attention_combine(m, l, np.abs(np.asarray(acc, np.float32)), kwargs.get("sinks")).reshape(-1)
-    scale = magnitude.astype(np.float64) @ np.abs(dense_weight(w).astype(np.float64)).T
-    bias = args[4] if len(args) > 4 else kwargs.get("bias")
-    for extra in (bias, kwargs.get("residual")):
-        if extra is not None:
-            scale = scale + np.abs(np.asarray(extra, np.float64))
-    return scale
 
 
 def rule_for(op: str, dtype) -> object:

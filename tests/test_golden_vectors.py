@@ -11,7 +11,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from impnb import ops
+from impnb import ops, tolerances
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "golden"
@@ -79,6 +79,22 @@ def test_non_exact_outputs_state_their_bound_in_the_manifest():
                 assert not ops.OPS[v["op"]].exact or out["dtype"].startswith("float")
     text = (GOLDEN / "manifest.json").read_text() + "".join(p.read_text() for p in GOLDEN.rglob("*.json"))
     assert "numerics-spec" not in text and "shared/" not in text  # no document outside the repository
+
+
+def test_every_scaled_error_rule_states_its_formula_and_the_manifests_carry_it():
+    rules = {op: rule for op, table in tolerances.TOLERANCES.items() for rule in table.values()
+             if isinstance(rule, tolerances.ScaledError)}
+    assert {"linear", "nvfp4_gemv", "attention_output"} <= set(rules)
+    for op, rule in rules.items():
+        assert "|" in rule.formula and len(rule.formula) > 20, op  # a magnitude, stated in words
+    with pytest.raises(TypeError, match="formula"):
+        tolerances.ScaledError(1.0, lambda args, kwargs: 1.0, "a scale without a stated formula")
+    for v in INDEX["vectors"]:
+        if v["op"] in rules:
+            vector = json.loads((GOLDEN / v["manifest"]).read_text())
+            formulas = [out["tolerance"]["formula"] for out in vector["outputs"] if "tolerance" in out
+                        and out["tolerance"]["rule"] == "bound"]
+            assert formulas and all(rules[v["op"]].formula in f for f in formulas), v["manifest"]
 
 
 def test_fp8_vectors_agree_with_ml_dtypes():
