@@ -166,13 +166,30 @@ def case_rng(case: Case, seed: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(str(case).encode())])
 
 
-def run_case(case: Case, fn, size: str, seed: int, kind: str) -> tuple[dict, Mismatch | None]:
-    """(scores by metric, the Mismatch or None) of ``fn`` on one case."""
+_PREPARED: dict = {}  # (case, seed) -> (args, kwargs, reference output) of "tiny" cases, built once per process
+
+
+def prepare(case: Case, size: str, seed: int) -> tuple[tuple, dict, object]:
+    """(args, kwargs, the reference's output) of one case. Tiny cases are kept after their first build (a mutant
+    suite runs every case once per mutant); nothing writes into them: implementations get private copies."""
+    key = (case, seed)
+    if size == "tiny" and key in _PREPARED:
+        return _PREPARED[key]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # unusable-global-scale cases warn by design
         args, kwargs = case.make(case_rng(case, seed), size)
         reference = registry.reference_impl(case.op)(*arrays.convert(args, "numpy"),
                                                      **arrays.convert(kwargs, "numpy"))
+    if size == "tiny":
+        _PREPARED[key] = (args, kwargs, reference)
+    return args, kwargs, reference
+
+
+def run_case(case: Case, fn, size: str, seed: int, kind: str) -> tuple[dict, Mismatch | None]:
+    """(scores by metric, the Mismatch or None) of ``fn`` on one case."""
+    args, kwargs, reference = prepare(case, size, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         try:
             got = arrays.host(fn(*arrays.convert(args, kind), **arrays.convert(kwargs, kind)))
         except Exception as exc:

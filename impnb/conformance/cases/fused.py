@@ -1,6 +1,9 @@
 """Cross-check cases of the fused ops: the CUDA engine's kernels, each registered with a reference that is the
 composition of the ops it fuses (rms_norm_linear, gated_linear, gated_activation, rms_norm_add, qkv_rope_append,
 rms_norm_qkv_rope_append, attention_decode, attention_output, rms_norm_moe_experts; plus NVFP4 embedding tables).
+Every optional argument is set to a value that changes the result: rows small enough that a norm's eps decides,
+Gemma's (1 + w) QK-norm weights, scores large enough for the softcap to bend them, non-default clamped-SwiGLU
+alpha / limit, YaRN attention scaling, rings past their capacity.
 
 "tiny" shapes keep the reference fast in CI (the CUDA paths are CuPy RawKernels: they run on a GPU only); "real"
 shapes are those of SmolLM2-135M (H 576, 9 / 3 heads of 64), Gemma-3-270M (H 640, 4 / 1 heads of 256, window 512)
@@ -43,6 +46,14 @@ def _norm_linear_head(rng, size):
     return args, {"eps": 1e-6, "offset": 1.0, "softcap": 2.0}
 
 
+@case("rms_norm_linear", "eps_dominated_rows")
+def _norm_linear_small(rng, size):
+    t, k, n = (3, 48, 32) if size == "tiny" else (4, 2048, 512)
+    x = _x(rng, t, k, scale=1e-3)  # mean square 1e-6 next to eps 1e-5: eps inside the sqrt decides the scale
+    x[-1] = 0.0  # an all-zero row: the bias alone, no NaN
+    return (x, _norm_w(rng, k), _weight(rng, n, k), _x(rng, n)), {"eps": 1e-5}
+
+
 @case("gated_linear", "swiglu_residual")
 def _gated_silu(rng, size):
     t, i, n = (1, 32, 24) if size == "tiny" else (1, 1536, 576)  # real: SmolLM2-135M down_proj
@@ -78,6 +89,12 @@ def _act_oai(rng, size):
     return (_x(rng, t, 2 * i, scale=6.0),), {"activation": "swiglu_oai", "alpha": 1.702, "limit": 7.0}
 
 
+@case("gated_activation", "swiglu_oai_other_alpha_limit")
+def _act_oai_other(rng, size):
+    t, i = (2, 16) if size == "tiny" else (16, 2880)
+    return (_x(rng, t, 2 * i, scale=4.0),), {"activation": "swiglu_oai", "alpha": 1.25, "limit": 3.0}
+
+
 @case("rms_norm_add", "gemma_post_norm")
 def _norm_add(rng, size):
     t, d = (3, 40) if size == "tiny" else (1, 640)
@@ -92,6 +109,14 @@ def _norm_add_cancel(rng, size):
     from ...reference.norms import rms_norm
     tail = _x(rng, t, d, scale=0.01)
     return (-rms_norm(x, w, eps=1e-6) + tail, x, w), {"eps": 1e-6}  # x ~ -rms_norm(t): the sum cancels
+
+
+@case("rms_norm_add", "eps_dominated_branch")
+def _norm_add_small(rng, size):
+    t, d = (3, 32) if size == "tiny" else (4, 2048)
+    branch = _x(rng, t, d, scale=1e-3)  # mean square 1e-6 next to eps 1e-5
+    branch[0] = 0.0
+    return (_x(rng, t, d), branch, _norm_w(rng, d)), {"eps": 1e-5}
 
 
 # ---- rope family: QK-norm + RoPE + KV append -----------------------------------------------------------------
@@ -127,6 +152,17 @@ def _qkv_ring(rng, size):
         "attention_scaling": 1.25}
 
 
+@case("qkv_rope_append", "gemma3_offset_qk_norm_small_heads")
+def _qkv_gemma3(rng, size):
+    t, hq, hkv, d, c = (2, 2, 1, 16, 6) if size == "tiny" else (2, 4, 1, 256, 512)  # real: Gemma-3-270M local layer
+    k, v, pos = _cache(rng, c, hkv, d, 3)
+    qkv = _x(rng, t, (hq + 2 * hkv) * d)
+    qkv[:, :d] *= F32(1e-3)  # query head 0: mean square 1e-6 next to eps 1e-5
+    qkv[-1, hq * d:(hq + 1) * d] *= F32(1e-3)  # and the last token's key
+    return (qkv, k, v, pos, np.arange(3, 3 + t), _inv_freq(d)), {
+        "n_heads": hq, "q_norm": _norm_w(rng, d, 1.0), "k_norm": _norm_w(rng, d, 1.0), "eps": 1e-5, "offset": 1.0}
+
+
 @case("rms_norm_qkv_rope_append", "qwen2_bias_neox")
 def _norm_qkv_bias(rng, size):
     t, h, hq, hkv, d, c = (1, 32, 2, 1, 16, 10) if size == "tiny" else (1, 576, 9, 3, 64, 1024)  # real: SmolLM2
@@ -142,15 +178,15 @@ def _norm_qkv_nvfp4(rng, size):
     k, v, pos = _cache(rng, c, hkv, d, c)
     w = _weight(rng, (hq + 2 * hkv) * d, h, nvfp4=True)
     return (_x(rng, t, h), _norm_w(rng, h, 1.0), w, k, v, pos, np.array([2 * c + 3]), _inv_freq(d)), {
-        "n_heads": hq, "eps": 1e-6, "offset": 1.0, "style": "interleaved"}
+        "n_heads": hq, "eps": 1e-6, "offset": 1.0, "style": "interleaved", "attention_scaling": 1.2}
 
 
 # ---- attention family: split-K decode attention and the combining o-proj -------------------------------------
-def _decode_inputs(rng, hq, hkv, d, c, position, window=None):
+def _decode_inputs(rng, hq, hkv, d, c, position, q_scale=0.5):
     k, v, pos = _cache(rng, c, hkv, d, min(position + 1, c))
     if position + 1 > c:  # a wrapped ring: slot s holds the newest position congruent to s
         pos = np.array([position - ((position - s) % c) for s in range(c)], np.int64)
-    return _x(rng, hq, d, scale=0.5), k, v, pos
+    return _x(rng, hq, d, scale=q_scale), k, v, pos
 
 
 @case("attention_decode", "gqa_full_cache_partly_filled")
@@ -162,8 +198,9 @@ def _decode_full(rng, size):
 @case("attention_decode", "ring_window_softcap")
 def _decode_ring(rng, size):
     hq, hkv, d, c, p, w, chunk = (2, 1, 8, 24, 57, 16, 8) if size == "tiny" else (4, 1, 256, 768, 2000, 512, 64)
-    return _decode_inputs(rng, hq, hkv, d, c, p) + (p,), {"scale": 0.0625, "softcap": 20.0, "window": w,
-                                                          "chunk": chunk}
+    q_scale = 20.0 if size == "tiny" else 5.0  # scores of a few units: the softcap of 5 bends them
+    return _decode_inputs(rng, hq, hkv, d, c, p, q_scale) + (p,), {"scale": 0.0625, "softcap": 5.0, "window": w,
+                                                                   "chunk": chunk}
 
 
 def _partials(rng, hq, hkv, d, c, p, chunk):

@@ -1,8 +1,9 @@
 """Cross-check cases of the linear-attention ops (impnb/reference/linear_attention.py): fresh and rolling conv
 states, kernel widths 1 / 2 / 4, no activation; gates past softplus' threshold and saturated sigmoids; the delta
-rule with GQA and equal head counts, strong and weak decay, a carried state, custom scale without L2 norm; chunked
-prefill with lengths below, at and past the chunk size (not multiples of it). Real shapes: the linear layers of
-Qwen3-Next-80B-A3B / Qwen3.5 (16 key heads x 128, 32 value heads x 128, conv channels 8192, kernel 4)."""
+rule with GQA and equal head counts, strong and weak decay, a carried state, custom scale without L2 norm, keys so
+small that the L2 norm's eps decides; chunked prefill with lengths below, at and past the chunk size (not multiples
+of it). Real shapes: the linear layers of Qwen3-Next-80B-A3B / Qwen3.5 (16 key heads x 128, 32 value heads x 128,
+conv channels 8192, kernel 4)."""
 from __future__ import annotations
 
 import numpy as np
@@ -106,6 +107,21 @@ def _delta_plain(rng, size):
     return (q, k, v, g, beta, s), {"qk_l2norm": False, "scale": 0.3}
 
 
+def _small_keys(q, k):
+    """q and k with a few (token, head) rows of norm ~3e-3: sum of squares ~1e-5, where the L2 norm's eps decides."""
+    q, k = q.copy(), k.copy()
+    q[0, 0] *= F32(1e-3)
+    k[0, -1] *= F32(1e-3)
+    k[-1, 0] *= F32(1e-3)
+    return q, k
+
+
+@case("gated_delta_rule", "small_keys_eps_1e5")
+def _delta_small(rng, size):
+    q, k, v, g, beta, s = _delta_args(rng, 3, **_geometry(size))
+    return _small_keys(q, k) + (v, g, beta, s), {"eps": 1e-5}
+
+
 @case("gated_delta_rule_chunked", "partial_last_chunk")
 def _chunked(rng, size):
     t, chunk = (11, 4) if size == "tiny" else (200, 64)
@@ -130,3 +146,10 @@ def _chunked_plain(rng, size):
     q, k, v, g, beta, s = _delta_args(rng, 9 if size == "tiny" else 100, **geo)
     k = (k / np.sqrt(geo["dk"])).astype(F32)
     return (q, k, v, g, beta, s), {"qk_l2norm": False, "scale": 0.3, "chunk_size": 3 if size == "tiny" else 32}
+
+
+@case("gated_delta_rule_chunked", "small_keys_eps_1e5")
+def _chunked_small(rng, size):
+    t, chunk = (6, 4) if size == "tiny" else (80, 64)
+    q, k, v, g, beta, s = _delta_args(rng, t, **_geometry(size))
+    return _small_keys(q, k) + (v, g, beta, s), {"eps": 1e-5, "chunk_size": chunk}

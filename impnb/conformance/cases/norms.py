@@ -56,6 +56,14 @@ def _gated_large(rng, size):
     return (_x(rng, t, d) * 50.0, _x(rng, t, d) * 10.0, _x(rng, d)), {"eps": 1e-5}
 
 
+@case("gated_rms_norm", "eps_dominated_rows")
+def _gated_small(rng, size):
+    t, d = (3, 16) if size == "tiny" else (8, 128)
+    x = _x(rng, t, d) * np.float32(1e-3)  # mean square 1e-6 next to eps 1e-5
+    x[-1] = 0.0  # an all-zero row: zeros out, no NaN
+    return (x, _x(rng, t, d) * 2.0, 1.0 + 0.1 * _x(rng, d)), {"eps": 1e-5}
+
+
 @case("l2_norm", "heads_with_a_zero_row")
 def _l2(rng, size):
     t, h, d = (3, 2, 8) if size == "tiny" else (6, 16, 128)  # real: Qwen3.5 key heads

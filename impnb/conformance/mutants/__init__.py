@@ -16,7 +16,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-_FAMILIES = ("formats", "model", "moe", "sampling")
+_FAMILIES = ("formats", "model", "moe", "sampling", "fused", "linear_attention")
 
 
 @dataclass(frozen=True)

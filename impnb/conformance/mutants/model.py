@@ -5,7 +5,9 @@ import math
 
 import numpy as np
 
+from ...formats import NVFP4Tensor
 from ...reference.activations import _sigmoid
+from ...reference.nvfp4 import nvfp4_dequantize
 from . import copy_of, mutant
 
 F32 = np.float32
@@ -13,8 +15,16 @@ F32 = np.float32
 
 # ---- embedding / linear / rms_norm -----------------------------------------------------------------------------
 @copy_of("embedding")
-def embedding(ids, table, *, scale=1.0, apply_scale=True, scale_in_bf16=False):
-    rows = np.asarray(table[np.asarray(ids)], dtype=F32)
+def embedding(ids, table, *, scale=1.0, apply_scale=True, scale_in_bf16=False, global_scale_multiplied=False):
+    ids = np.asarray(ids)
+    if isinstance(table, NVFP4Tensor):  # the rows' codes and block scales, decoded exactly
+        gs = table.global_scale
+        if global_scale_multiplied and table.layout == "compressed-tensors":
+            gs = float(F32(1.0) / F32(gs))
+        table = nvfp4_dequantize(NVFP4Tensor(np.asarray(table.packed)[ids], np.asarray(table.scales)[ids], gs,
+                                             table.layout))
+        ids = np.arange(ids.shape[0])
+    rows = np.asarray(table[ids], dtype=F32)
     if scale_in_bf16:
         scale = float(_to_bf16(np.float32(scale)))
     return rows * F32(scale) if (apply_scale and scale != 1.0) else rows
@@ -28,6 +38,8 @@ def _to_bf16(a):
 
 mutant("embedding", "scale_forgotten", "never multiplies by the embedding scale (Gemma's sqrt(hidden))", embedding,
        apply_scale=False)
+mutant("embedding", "nvfp4_global_scale_multiplied", "decodes an NVFP4 table multiplying by the "
+       "compressed-tensors global scale, which is a divisor", embedding, global_scale_multiplied=True)
 mutant("embedding", "scale_rounded_to_bf16", "rounds the embedding scale to bfloat16 before multiplying",
        embedding, scale_in_bf16=True)
 
