@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +30,12 @@ def test_the_suite_is_large_and_covers_every_op_and_family():
     assert {m.op for m in MUTANTS.values()} == set(ops.OPS)
     families = {ops.OPS[m.op].family for m in MUTANTS.values()}
     assert families == {spec.family for spec in ops.OPS.values()}
+
+
+def test_the_readme_states_the_suite_as_it_is():
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert re.search(rf"holds {len(MUTANTS)} mutants, at least one for\s+each of the {len(ops.OPS)} registered ops", text)
+    assert f"all {len(MUTANTS)} fail on their own op" in text
 
 
 def test_copies_with_no_switch_turned_pass_every_op():

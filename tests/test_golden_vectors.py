@@ -3,6 +3,7 @@ and the C harness reads it: a correct C FP8 encoder passes, one with the 0x77 cl
 import hashlib
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -54,6 +55,12 @@ def test_every_registered_op_has_vectors_and_every_file_is_described():
             described.add(f"vectors/{v['op']}/{entry['file']}")
     on_disk = {p.relative_to(GOLDEN).as_posix() for p in (GOLDEN / "vectors").rglob("*") if p.is_file()}
     assert on_disk | {"manifest.json"} == described
+
+
+def test_the_readmes_state_the_vector_and_op_counts():
+    vectors, n_ops = len(INDEX["vectors"]), len(INDEX["ops"])
+    assert f"{vectors} vectors of {n_ops} ops" in (GOLDEN / "README.md").read_text()
+    assert re.search(rf"\({vectors} vectors of the\s+{n_ops} ops", (ROOT / "README.md").read_text())
 
 
 def _entries(vector):

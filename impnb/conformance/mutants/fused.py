@@ -172,7 +172,8 @@ mutant("rms_norm_qkv_rope_append", "attention_scaling_ignored", "drops YaRN's at
 # ---- attention family ----------------------------------------------------------------------------------------
 @copy_of("attention_decode")
 def attention_decode(q, k_cache, v_cache, slot_pos, position, *, scale, softcap=None, window=None, chunk=64,
-                     kv_head_modulo=False, use_window=True, use_softcap=True, ring_slot_coordinates=False):
+                     kv_head_modulo=False, use_window=True, use_softcap=True, ring_slot_coordinates=False,
+                     tiles_per_split=1, rescale_running=True):
     q, k, v = (np.asarray(a, F32) for a in (q, k_cache, v_cache))
     c, hkv, d = k.shape
     hq, splits, used = q.shape[0], -(-c // chunk), min(int(position) + 1, c)
@@ -190,13 +191,17 @@ def attention_decode(q, k_cache, v_cache, slot_pos, position, *, scale, softcap=
     scores = np.where(allowed[None], scores, F32(-np.inf)).astype(F32)
     m = np.full((hq, splits), -np.inf, F32)
     l, acc = np.zeros((hq, splits), F32), np.zeros((hq, splits, d), F32)
+    tile = -(-chunk // tiles_per_split)
     for j in range(-(-used // chunk)):
-        s = scores[:, j * chunk:(j + 1) * chunk]
-        m[:, j] = s.max(axis=1)
-        shift = np.where(np.isfinite(m[:, j]), m[:, j], F32(0.0))
-        e = np.where(np.isfinite(s), np.exp(s - shift[:, None]), F32(0.0)).astype(F32)
-        l[:, j] = e.sum(axis=1, dtype=F32)
-        acc[:, j] = np.einsum("hs,shd->hd", e, vh[j * chunk:(j + 1) * chunk])
+        for start in range(j * chunk, min((j + 1) * chunk, used), tile):  # online softmax over the split's tiles
+            s = scores[:, start:min(start + tile, (j + 1) * chunk)]
+            new_max = np.maximum(m[:, j], s.max(axis=1))
+            shift = np.where(np.isfinite(new_max), new_max, F32(0.0))
+            keep = np.where(np.isfinite(m[:, j]), np.exp(m[:, j] - shift), F32(0.0)) if rescale_running else F32(1.0)
+            e = np.where(np.isfinite(s), np.exp(s - shift[:, None]), F32(0.0)).astype(F32)
+            l[:, j] = l[:, j] * keep + e.sum(axis=1, dtype=F32)
+            acc[:, j] = acc[:, j] * np.reshape(keep, (-1, 1)) + np.einsum("hs,shd->hd", e, vh[start:start + e.shape[1]])
+            m[:, j] = new_max
     return m, l, acc
 
 
@@ -206,6 +211,9 @@ mutant("attention_decode", "window_ignored", "attends to every stored slot of a 
        attention_decode, use_window=False)
 mutant("attention_decode", "softcap_ignored", "never soft-caps the attention scores", attention_decode,
        use_softcap=False)
+mutant("attention_decode", "running_sum_not_rescaled", "runs an online softmax over two tiles per split but does "
+       "not rescale the running l and acc by exp(m_old - m_new) when a later tile raises the max", attention_decode,
+       tiles_per_split=2, rescale_running=False)
 mutant("attention_decode", "ring_slot_coordinates", "decides the window in ring-slot coordinates (slot s taken to "
        "hold position start + s) instead of from the stored positions", attention_decode, ring_slot_coordinates=True)
 
