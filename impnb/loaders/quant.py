@@ -32,8 +32,8 @@ scales are warned about (numerics-spec 5.15).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
-import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -42,6 +42,8 @@ import numpy as np
 from ..errors import FormatError, Unsupported
 from ..formats import NVFP4Tensor
 from .mxfp4 import MXFP4Tensor
+from .safe_regex import MAX_PATTERN_CHARS, SafeRegex
+from .tables import check_dense_dtypes
 
 CT_FORMATS = {"nvfp4-pack-quantized": "nvfp4", "mxfp4-pack-quantized": "mxfp4", "dense": None}
 MODELOPT_ALGOS = {"NVFP4": "nvfp4", "W4A16_NVFP4": "nvfp4", "NVFP4_AWQ": "nvfp4",
@@ -49,6 +51,7 @@ MODELOPT_ALGOS = {"NVFP4": "nvfp4", "W4A16_NVFP4": "nvfp4", "NVFP4_AWQ": "nvfp4"
 GROUP = {"nvfp4": 16, "mxfp4": 32}
 SCALE_KIND = {"F8_E4M3": "nvfp4", "U8": "mxfp4", "F8_E8M0": "mxfp4"}
 FUSED_FAMILIES = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("w1", "w3"))
+MAX_IGNORE_PATTERNS = 4096    # released configs list at most a few hundred modules
 
 
 class FusedScaleWarning(UserWarning):
@@ -104,11 +107,23 @@ def _is_modelopt_file(hq) -> bool:
 
 
 def _patterns(value) -> tuple:
+    """The ignore list, every entry checked now (before any tensor is read): "re:" entries compile to a
+    backtracking-free matcher (impnb/loaders/safe_regex.py)."""
     if value is None:
         return ()
-    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        raise FormatError(f"quantization ignore list must be a list of strings, got {str(value)[:80]}")
+    if (not isinstance(value, list) or len(value) > MAX_IGNORE_PATTERNS
+            or not all(isinstance(p, str) and len(p) <= MAX_PATTERN_CHARS + 3 for p in value)):
+        raise FormatError(f"quantization ignore list must be a list of at most {MAX_IGNORE_PATTERNS} strings of at "
+                          f"most {MAX_PATTERN_CHARS} characters, got {str(value)[:80]}")
+    for p in value:
+        if p.startswith("re:"):
+            _regex(p[3:])
     return tuple(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _regex(pattern: str) -> SafeRegex:
+    return SafeRegex(pattern, "quantization ignore pattern")
 
 
 def _check_group_size(kind, weights, where) -> None:
@@ -172,14 +187,12 @@ def _detect_modelopt(qc, hq) -> QuantScheme:
 
 
 def is_ignored(module: str, patterns) -> bool:
-    """CT: exact name or "re:" regex (re.match); ModelOpt/gpt-oss: fnmatch. A pattern naming a parent counts."""
+    """CT: exact name or "re:" regex (re.match semantics, matched without backtracking); ModelOpt/gpt-oss:
+    fnmatch. A pattern naming a parent counts."""
     for p in patterns:
         if p.startswith("re:"):
-            try:
-                if re.match(p[3:], module):
-                    return True
-            except re.error as exc:
-                raise FormatError(f"quantization ignore pattern {p!r} is not a valid regex ({exc})") from None
+            if _regex(p[3:]).match(module):
+                return True
         elif fnmatch.fnmatchcase(module, p) or fnmatch.fnmatchcase(module, p + ".*"):
             return True
     return False
@@ -220,18 +233,26 @@ def _nvfp4(packed, scales, gs, layout, name) -> NVFP4Tensor | tuple:
 # ------------------------------------------------------------------------------------------------ assembly
 
 
-def assemble(infos: dict, get, scheme: QuantScheme | None) -> tuple[dict, QuantReport]:
-    """infos: name -> TensorInfo (safetensors dtype strings), get(name) -> array. Returns (tensors, report)."""
+def assemble(infos: dict, get, scheme: QuantScheme | None, source="checkpoint") -> tuple[dict, QuantReport]:
+    """infos: name -> TensorInfo (safetensors dtype strings), get(name) -> array. Returns (tensors, report).
+    Every tensor left dense must have a float dtype, and a quantized weight must not also be stored dense."""
     report = QuantReport()
     if scheme is None:
         _refuse_undeclared(infos)
+        check_dense_dtypes({name: info.dtype for name, info in infos.items()}, source)
         return {name: get(name) for name in infos}, report
     if scheme.method == "mxfp4":
         built, consumed = _assemble_gpt_oss(infos, get, scheme)
     else:
         built, consumed = _assemble_linear(infos, get, scheme, report)
     report.quantized = len(built)
-    tensors = {name: get(name) for name in infos if name not in consumed}
+    dense = {name: info.dtype for name, info in infos.items() if name not in consumed}
+    both = sorted(set(dense) & set(built))
+    if both:
+        raise FormatError(f"{source}: {both[0]!r} is stored both dense and quantized ({len(both)} such weight(s)); "
+                          f"a checkpoint must store each weight once")
+    check_dense_dtypes(dense, source)
+    tensors = {name: get(name) for name in dense}
     tensors.update(built)
     _check_fused(built, report)
     return tensors, report
