@@ -183,7 +183,21 @@ def check_hf(raw: dict, source: str) -> dict:
             out[key] = _check_rope_block(out[key], source, key)
     if out.get("per_layer_config") is not None:
         out["per_layer_config"] = _check_per_layer(out["per_layer_config"], source)
+    _check_divides(out, "num_key_value_heads", "num_attention_heads", source)
+    for experts in ("num_experts", "num_local_experts"):
+        _check_at_most(out, "num_experts_per_tok", experts, source)
+    _check_at_most(out, "top_k_experts", "num_experts", source)
     return out
+
+
+def _check_divides(d: dict, small: str, big: str, source: str) -> None:
+    if isinstance(d.get(small), int) and isinstance(d.get(big), int) and d[big] % d[small]:
+        raise ConfigError(source, small, d[small], f"must divide {big} = {d[big]}")
+
+
+def _check_at_most(d: dict, small: str, big: str, source: str) -> None:
+    if isinstance(d.get(small), int) and isinstance(d.get(big), int) and d[big] and d[small] > d[big]:
+        raise ConfigError(source, small, d[small], f"must be at most {big} = {d[big]}")
 
 
 def _check_rope_block(block, source: str, name: str) -> dict:
@@ -256,11 +270,22 @@ def check_gguf(meta: dict, arch: str, source: str) -> dict:
         key = f"tokenizer.ggml.{suffix}"
         if meta.get(key) is not None:
             out[key] = TOKEN_ID.check(_unwrap(meta[key]), source, key)
+    _check_at_most(out, f"{arch}.expert_used_count", f"{arch}.expert_count", source)
+    heads = _as_list(out.get(f"{arch}.attention.head_count"))
+    kv = _as_list(out.get(f"{arch}.attention.head_count_kv"))
+    for i in range(max(len(heads), len(kv))):
+        h, k = heads[min(i, len(heads) - 1)], kv[min(i, len(kv) - 1)]
+        if isinstance(h, int) and isinstance(k, int) and h % k:
+            raise ConfigError(source, f"{arch}.attention.head_count_kv", k, f"must divide head_count {h} (layer {i})")
     tokens = meta.get("tokenizer.ggml.tokens")
     if tokens is not None and (not isinstance(tokens, list) or len(tokens) > MAX_VOCAB):
         raise ConfigError(source, "tokenizer.ggml.tokens", f"<{type(tokens).__name__}>",
                           f"must be a list of at most {MAX_VOCAB} strings")
     return out
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) and value else [value]
 
 
 def _unwrap(value):

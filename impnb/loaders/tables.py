@@ -56,17 +56,25 @@ def check_unique_sources(names, source) -> None:
 
 
 def _one_expert_layout(seen: dict, source) -> None:
-    layouts: dict[str, dict[str, str]] = {}
+    """Experts come fused (``experts.gate_up_proj``), stacked (``experts.gate_proj``) or per expert
+    (``experts.{e}.gate_proj.weight``), each with its down projection; two of these for one projection is two
+    sources."""
+    whole: dict[str, dict[str, str]] = {}   # experts prefix -> projection -> name, stored for all experts at once
+    single: dict[str, dict[str, str]] = {}  # experts prefix -> projection -> a name stored per expert
     for key, name in seen.items():
         m = _EXPERTS.match(key)
         if m:
-            kind = "per-expert" if m.group(2) is not None else ("fused" if m.group(3) == "gate_up_proj" else "stacked")
-            layouts.setdefault(m.group(1), {}).setdefault(kind, name)
-    for prefix, kinds in layouts.items():
-        if len(kinds) > 1:
-            examples = ", ".join(f"{kind} {name!r}" for kind, name in sorted(kinds.items()))
-            raise FormatError(f"{source}: {prefix} holds experts in more than one layout ({examples}); a checkpoint "
-                              f"must store each expert weight once")
+            table = single if m.group(2) is not None else whole
+            table.setdefault(m.group(1), {}).setdefault(m.group(3), name)
+    for prefix in set(whole) | set(single):
+        w, s = whole.get(prefix, {}), single.get(prefix, {})
+        clash = [(w["gate_up_proj"], w.get("gate_proj") or w.get("up_proj"))] if "gate_up_proj" in w else []
+        clash += [(w[p], s[p]) for p in w if p in s]
+        clash += [(w["gate_up_proj"], s[p]) for p in ("gate_proj", "up_proj") if "gate_up_proj" in w and p in s]
+        clash = [c for c in clash if all(c)]
+        if clash:
+            raise FormatError(f"{source}: {clash[0][0]!r} and {clash[0][1]!r} both hold expert weights of "
+                              f"{prefix} (two layouts); a checkpoint must store each expert weight once")
 
 
 def _one_router(seen: dict, source) -> None:
