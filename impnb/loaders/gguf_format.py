@@ -40,6 +40,8 @@ DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4                  # GGML_MAX_DIMS
 MAX_NAME_BYTES = 1 << 16      # generous bound on keys and tensor names
 MAX_ARRAY_DEPTH = 2           # arrays of arrays are legal; deeper nesting is not used by any writer
+MAX_ARRAY_ELEMENTS = 1 << 23  # per array; Gemma-3's 262k-token vocabulary and 514k merges are far below
+MAX_METADATA_ELEMENTS = 1 << 24   # all arrays together: Python holds each element in about 32 bytes
 
 # value type id -> (struct format, NumPy dtype); 8 = string and 9 = array are handled separately
 _SCALAR = {
@@ -87,6 +89,7 @@ class _Cursor:
 
     def __init__(self, buf: memoryview, path: str):
         self.buf, self.path, self.pos, self.size = buf, path, 0, len(buf)
+        self.elements_left = MAX_METADATA_ELEMENTS
 
     def fail(self, what: str) -> FormatError:
         return FormatError(f"{self.path}: {what} (at byte {self.pos} of {self.size})")
@@ -139,6 +142,10 @@ def _read_value(cur: _Cursor, vtype: int, what: str, depth: int = 0):
         raise cur.fail(f"{what}: unknown array element type {etype}")
     if count * min_width > cur.size - cur.pos:
         raise cur.fail(f"{what}: {count} elements cannot fit in the {cur.size - cur.pos} bytes that remain")
+    cur.elements_left -= count
+    if count > MAX_ARRAY_ELEMENTS or cur.elements_left < 0:
+        raise cur.fail(f"{what}: {count} elements is over the limit of {MAX_ARRAY_ELEMENTS} per array and "
+                       f"{MAX_METADATA_ELEMENTS} in all")
     if etype in _SCALAR:
         tname = VALUE_TYPE_NAMES[etype]
         values = cur.numeric_array(_SCALAR[etype][1], count, f"{what} elements")
