@@ -28,11 +28,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError
+from jinja2.exceptions import SecurityError, TemplateSyntaxError
 
 from . import chat_sandbox
 from .chat_sandbox import MAX_TEMPLATE_CHARS, RenderBudget
-from .errors import FormatError, TemplateBudgetError, Unsupported
+from .errors import FormatError, ImpnbError, TemplateBudgetError, Unsupported
 from .loaders.jsonfile import read_json_file
 from .tokenizer import Tokenizer
 
@@ -69,7 +69,7 @@ class ChatTemplate:
             except TemplateSyntaxError as e:
                 raise FormatError(f"chat template from {origin}: syntax error at line {e.lineno}: "
                                   f"{str(e.message)[:200]}") from None
-            except (TemplateError, RecursionError, MemoryError, ValueError, OverflowError) as e:
+            except Exception as e:   # noqa: BLE001 - RecursionError, MemoryError, ... while compiling
                 raise FormatError(f"chat template from {origin}: cannot be compiled ({type(e).__name__}: "
                                   f"{str(e)[:200]})") from None
 
@@ -96,10 +96,9 @@ class ChatTemplate:
             raise FormatError(f"chat template from {self.origin}: unsafe operation refused ({str(e)[:200]})") from None
         except RecursionError:
             raise FormatError(f"chat template from {self.origin}: recursion too deep") from None
-        except FormatError:   # TemplateRejected, TemplateBudgetError: already say what happened
+        except ImpnbError:   # TemplateRejected, TemplateBudgetError: already say what happened
             raise
-        except (TemplateError, TypeError, ValueError, KeyError, AttributeError, IndexError, ZeroDivisionError,
-                OverflowError, UnicodeError) as e:
+        except Exception as e:   # noqa: BLE001 - whatever the template made Python raise is the template's error
             raise FormatError(f"chat template from {self.origin}: {type(e).__name__}: {str(e)[:200]}") from None
 
     def encode(self, messages: list[dict], add_generation_prompt: bool = True, **kwargs) -> list[int]:
