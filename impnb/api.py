@@ -115,14 +115,17 @@ class _Progress:
 
 
 class _CountingTensors(Mapping):
-    """The checkpoint's tensor mapping, counting reads for the progress bar."""
+    """The checkpoint's tensor mapping, counting reads for the progress bar and refusing a dense weight that holds
+    NaN or infinity (a finite model never does; every logit would be NaN)."""
 
-    def __init__(self, tensors: Mapping, progress: _Progress):
-        self._tensors, self._progress = tensors, progress
+    def __init__(self, tensors: Mapping, progress: _Progress, source: str = "checkpoint"):
+        self._tensors, self._progress, self._source = tensors, progress, source
 
     def __getitem__(self, key):
         value = self._tensors[key]
         self._progress.done += 1
+        if isinstance(value, np.ndarray) and value.dtype.kind in "fV" and value.size and not _all_finite(value):
+            raise FormatError(f"{self._source}: tensor {key!r} holds NaN or infinite values")
         return value
 
     def __iter__(self):
@@ -133,6 +136,13 @@ class _CountingTensors(Mapping):
 
     def __contains__(self, key):
         return key in self._tensors
+
+
+def _all_finite(value: np.ndarray) -> bool:
+    try:
+        return bool(np.isfinite(value).all())
+    except TypeError:   # a dtype without an isfinite loop (ml_dtypes types): widen it
+        return bool(np.isfinite(value.astype(np.float32)).all())
 
 
 def load_model(path=None, backend: str | None = None, *, progress: bool = False,
@@ -149,9 +159,9 @@ def load_model(path=None, backend: str | None = None, *, progress: bool = False,
     tokenizer, chat = _tokenizer_and_chat(ckpt, resolved)   # checked before the slow weight loading
     with _Progress(f"loading {resolved.name}", len(ckpt.tensors), progress) as bar:
         if w4a4:  # op by op (reference or CUDA ops): the fused CUDA engine does not quantize activations
-            model = Model(ckpt.config, _CountingTensors(ckpt.tensors, bar), backend=backend)
+            model = Model(ckpt.config, _CountingTensors(ckpt.tensors, bar, str(resolved)), backend=backend)
         else:
-            model = _build_model(ckpt.config, _CountingTensors(ckpt.tensors, bar), backend, weights)
+            model = _build_model(ckpt.config, _CountingTensors(ckpt.tensors, bar, str(resolved)), backend, weights)
     if w4a4:
         from .w4a4 import enable_w4a4
         enable_w4a4(model, ckpt.tensors)
@@ -199,6 +209,9 @@ def _tokenizer_and_chat(ckpt, resolved: Path):
     from . import chat as chat_mod
     from .tokenizer import Tokenizer
     tokenizer = Tokenizer.from_checkpoint(ckpt)
+    if tokenizer is not None and tokenizer.vocab_size > ckpt.config.vocab_size:
+        raise FormatError(f"{resolved}: the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary "
+                          f"holds {ckpt.config.vocab_size}: ids past it would index past the embedding")
     if tokenizer is None:
         print(f"note: {resolved.name} has no tokenizer (no tokenizer.json / GGUF vocabulary): give prompts as "
               f"token ids", file=sys.stderr)
