@@ -7,7 +7,7 @@
 
 Where the template comes from, first found wins (`chat.origin` says which):
   1. GGUF metadata tokenizer.chat_template;
-  2. chat_template.jinja beside the weights (seed 000: Gemma-4 NVFP4 ships its 16 KB template only there, with
+  2. chat_template.jinja beside the weights (Gemma-4 NVFP4 ships its 16 KB template only there, with
      tokenizer_config.json's field empty), then chat_template.json;
   3. tokenizer_config.json "chat_template" (a string, or a list of {"name", "template"}: "default" is used);
   4. impnb's fallback for Gemma (1/2/3) checkpoints, which often ship none (impnb/data/chat_template_gemma.jinja).

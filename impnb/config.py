@@ -10,7 +10,7 @@ naming the file, the field, the value and the rule.
 
 Per layer (``LayerConfig``): attention kind (sliding / full) and window, head geometry (Gemma-4 has a dual geometry:
 sliding layers head_dim 256 with n kv heads, full layers head_dim 512 with fewer kv heads -- caches and workspaces are
-sized by ``max_head_dim`` / ``max_kv_heads``, seed 000), attention scale, RoPE, k_eq_v, sinks, MoE or dense FFN.
+sized by ``max_head_dim`` / ``max_kv_heads``), attention scale, RoPE, k_eq_v, sinks, MoE or dense FFN.
 Model-wide: norms (RMSNorm with an optional +1 offset, QK-norm, sandwich norms), activation, embedding scale,
 tied embeddings, logit softcaps, MoE routing.
 """
@@ -41,7 +41,7 @@ class ModelConfig:
     final_softcap: float | None = None
     attn_softcap: float | None = None
     qk_norm: bool = False             # RMSNorm over each head's q and k (before RoPE)
-    qk_norm_dim: int | None = None    # < head_dim: the norm applies per chunk of this size (seed 000); the model
+    qk_norm_dim: int | None = None    # < head_dim: the norm applies per chunk of this size; the model
                                       # also infers it from the q_norm weight's length (a divisor of head_dim)
     v_norm: bool = False              # Gemma-4: weightless RMSNorm over v
     sandwich_norms: bool = False      # Gemma: post-attention and post-FFN norms on the branch outputs
@@ -60,7 +60,7 @@ class ModelConfig:
         if len(self.layers) != self.n_layers or not self.layers:
             raise FormatError(f"{len(self.layers)} layer configs for n_layers={self.n_layers}")
 
-    # ---- sizes for caches and workspaces: always the max over layers (seed 000, Gemma-4 dual geometry) ----
+    # ---- sizes for caches and workspaces: always the max over layers (Gemma-4 dual geometry) ----
     @property
     def max_head_dim(self) -> int:
         return max(layer.head_dim for layer in self.layers)

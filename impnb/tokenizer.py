@@ -9,7 +9,7 @@ Special-token strings inside the text ("<|im_start|>", "<start_of_turn>") are ma
 llama.cpp (parse_special) do, so a rendered chat template tokenizes to the ids the model was trained on.
 
 Stop tokens: `eos_id`, plus `eot_ids`, the end-of-turn tokens a chat model ends its reply with. Many GGUFs omit
-tokenizer.ggml.eot_token_id (seed 003: Gemma's <end_of_turn> was never caught), so the vocabulary is also
+tokenizer.ggml.eot_token_id (Gemma's <end_of_turn> among them), so the vocabulary is also
 searched for the end-of-turn spellings in END_OF_TURN_TOKENS; generation_config.json's eos_token_id list
 (safetensors checkpoints) is added too.
 

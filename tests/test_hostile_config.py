@@ -188,3 +188,13 @@ def test_config_modules_import_no_builder_circle():
     code = "import impnb.config_gguf, sys; print('impnb.config_archs' in sys.modules, 'impnb.config' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_rope_reference_refuses_parameters_out_of_range():
+    from impnb.config import RopeConfig
+    for rope, head_dim in ((RopeConfig(theta=0.0), 64), (RopeConfig(kind="linear", factor=0.0), 64),
+                           (RopeConfig(theta=float("nan")), 64), (RopeConfig(partial_rotary_factor=1.5), 64),
+                           (RopeConfig(kind="yarn", factor=4.0, original_max_position_embeddings=0), 64),
+                           (RopeConfig(), 0)):
+        with pytest.raises(ValueError, match="rope"):
+            rope_inv_freq(rope, head_dim, 0 if rope.kind == "yarn" else 128)

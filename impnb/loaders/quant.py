@@ -2,7 +2,7 @@
 
 Dimensions: M = a module (Linear) name, N = output features, K = logical input features, E = experts.
 
-Detection (numerics-spec 3.1, 3.2, 4) dispatches on config.json quantization_config.quant_method FIRST, because a
+Detection (docs/numerics.md 3.1, 3.2, 4) dispatches on config.json quantization_config.quant_method FIRST, because a
 ModelOpt config_groups block looks like compressed-tensors:
     "compressed-tensors": config_groups[*].format (or the top-level format) "nvfp4-pack-quantized" -> NVFP4,
                           "mxfp4-pack-quantized" -> MXFP4; "dense" groups carry no packed tensors.
@@ -27,7 +27,7 @@ The tensor level must agree with the config: F8_E4M3 scale + group 16 + a global
 group 32 + no global scale is MXFP4; anything else (and packed tensors in a module the ignore list leaves
 unquantized, or quantized tensors without a quantization config) is a FormatError. A global scale of 0, inf or NaN
 is kept and warned about (the layer contributes zeros); fused q/k/v or gate/up shards with different global
-scales are warned about (numerics-spec 5.15).
+scales are warned about (docs/numerics.md 3.3).
 """
 from __future__ import annotations
 
@@ -199,7 +199,7 @@ def is_ignored(module: str, patterns) -> bool:
 
 
 def _group(packed_info, scale_info, module) -> int:
-    """Group size implied by the [.., N, K/2] packed / [.., N, K/G] scale shape pair (seed 002 F6)."""
+    """Group size implied by the [.., N, K/2] packed / [.., N, K/G] scale shape pair."""
     ps, ss = packed_info.shape, scale_info.shape
     if packed_info.dtype != "U8" or len(ps) < 2:
         raise FormatError(f"{module}: packed weight must be U8 with >= 2 axes, got {packed_info.dtype} {list(ps)}")
@@ -373,5 +373,5 @@ def _check_fused(built: dict, report: QuantReport) -> None:
         if len(scales) > 1 and len(set(scales.values())) > 1 and finite:
             report.fused_scale_mismatch.append(parent)
             warnings.warn(f"{parent}: fused shards {sorted(scales)} carry different NVFP4 global scales {scales}; "
-                          f"a fused GEMM would need their FP8 block scales recomputed (numerics-spec 5.15)",
+                          f"a fused GEMM would need their FP8 block scales recomputed (docs/numerics.md 3.3)",
                           FusedScaleWarning, stacklevel=3)

@@ -8,7 +8,7 @@ File layout (https://github.com/huggingface/safetensors, README "Format"):
 
 Why our own parser: the `safetensors` package cannot hand F8_E4M3 (or F8_E8M0 / F4) tensors to NumPy, and NVFP4
 checkpoints store their block scales as F8_E4M3. Parsing the header ourselves also lets us validate it the way the
-loader audit of seed 002 (F3-F8) asks, with every failure a FormatError naming the file and the tensor:
+untrusted input requires, with every failure a FormatError naming the file and the tensor:
     - N read as a Python int (no overflow), N <= 32 MiB (MAX_HEADER_BYTES), N <= file size - 8;
     - strict UTF-8, strict JSON (no NaN/Infinity, no duplicate keys at any depth), a JSON object at the top;
     - "__metadata__" maps str -> str;
