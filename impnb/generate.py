@@ -64,6 +64,8 @@ def check_arguments(args) -> None:
             raise ValueError(f"--{flag.replace('_', '-')} must be a finite number, got {getattr(args, flag)}")
     SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                    repetition_penalty=args.repetition_penalty, seed=args.seed)
+    if any(not s for s in args.stop):
+        raise ValueError("--stop takes a non-empty text (an empty one would stop at once)")
     for flag, text in (("--prompt", args.prompt), ("--system", args.system), *(("--stop", s) for s in args.stop)):
         if text is not None:
             check_text(text, flag)

@@ -125,6 +125,7 @@ def _one_line_error(run, needle: str) -> str:
     (["--temperature", "-1"], "temperature"), (["--top-p", "2"], "top_p"), (["--max-new-tokens", "-5"], "-5"),
     (["--min-p", "1.5"], "min_p"), (["--repetition-penalty", "0"], "repetition_penalty"),
     (["--temperature", "nan"], "temperature"), (["--seed", "-1"], "--seed"), (["--ban", "-2"], "--ban"),
+    (["--stop", ""], "--stop"),
 ])
 def test_sampling_arguments_are_checked_before_the_model_loads(args, needle):
     """The model named does not exist: an error about the argument proves it was checked first."""
