@@ -29,6 +29,7 @@ MAX_HEADS = 1 << 12        # released models use at most 128 query heads
 MAX_HEAD_DIM = 1 << 12     # Gemma-4 full layers use 512
 MAX_VOCAB = 1 << 22        # Gemma-3 / Gemma-4 use 262144-262208
 MAX_CONTEXT = 1 << 24      # a KV cache is sized by the request (prompt + new tokens), never by this alone
+MIN_CONTEXT = 16           # fewer positions than one chat turn: no released model, a corrupted field
 MAX_FFN = 1 << 20          # the widest released FFN is 73728
 MAX_EXPERTS = 1 << 12      # the most released is 384
 MAX_ANGLE = 1e30           # float32(position) x inv_freq must stay finite for every position of the context
@@ -151,7 +152,7 @@ HF_FIELDS = {
     "num_attention_heads": Int(1, MAX_HEADS), "num_key_value_heads": Int(1, MAX_HEADS),
     "head_dim": Int(1, MAX_HEAD_DIM), "global_head_dim": Int(1, MAX_HEAD_DIM),
     "num_global_key_value_heads": Int(1, MAX_HEADS), "rms_norm_eps": EPS,
-    "max_position_embeddings": Int(1, MAX_CONTEXT), "rope_theta": THETA, "rope_local_base_freq": THETA,
+    "max_position_embeddings": Int(MIN_CONTEXT, MAX_CONTEXT), "rope_theta": THETA, "rope_local_base_freq": THETA,
     "partial_rotary_factor": RATIO, "sliding_window": Nullable(Int(1, MAX_CONTEXT)),
     "sliding_window_pattern": Int(1, MAX_LAYERS), "max_window_layers": Int(0, MAX_CONTEXT),
     "use_sliding_window": Bool(), "tie_word_embeddings": Bool(), "hidden_act": Str(), "hidden_activation": Str(),
@@ -244,7 +245,7 @@ def _check_per_layer(plc, source: str) -> dict:
 _PER_LAYER_INT = lambda lo, hi: IntOrList(Int(lo, hi), MAX_LAYERS)  # noqa: E731
 GGUF_FIELDS = {
     "block_count": Int(1, MAX_LAYERS), "embedding_length": Int(1, MAX_HIDDEN), "vocab_size": Int(1, MAX_VOCAB),
-    "context_length": Int(1, MAX_CONTEXT), "feed_forward_length": _PER_LAYER_INT(0, MAX_FFN),
+    "context_length": Int(MIN_CONTEXT, MAX_CONTEXT), "feed_forward_length": _PER_LAYER_INT(0, MAX_FFN),
     "attention.head_count": _PER_LAYER_INT(1, MAX_HEADS), "attention.head_count_kv": _PER_LAYER_INT(1, MAX_HEADS),
     "attention.key_length": Int(1, MAX_HEAD_DIM), "attention.value_length": Int(1, MAX_HEAD_DIM),
     "attention.layer_norm_rms_epsilon": EPS, "attention.sliding_window": Int(0, MAX_CONTEXT),
@@ -409,6 +410,11 @@ def _check_layer_shapes(config, lc, shapes, source) -> None:
         kv_geometry = f"kv heads x head_dim ({lc.n_kv_heads} x {lc.head_dim}), hidden_size {h}"
         _expect(shapes, p + "self_attn.k_proj.weight", (kv_rows, h), source, kv_geometry)
         _expect(shapes, p + "self_attn.v_proj.weight", (kv_rows, h), source, kv_geometry)
+    dense_mlp = not lc.moe or (config.moe is not None and config.moe.parallel_dense_mlp)
+    if dense_mlp and lc.intermediate_size:
+        width = f"intermediate_size {lc.intermediate_size}, hidden_size {h}"
+        _expect(shapes, p + "mlp.gate_proj.weight", (lc.intermediate_size, h), source, width)
+        _expect(shapes, p + "mlp.down_proj.weight", (h, lc.intermediate_size), source, width)
     if config.moe is not None and lc.moe:
         for router in ("mlp.gate.weight", "mlp.router.weight", "router.proj.weight"):
             _expect(shapes, p + router, (config.moe.n_experts, h), source, "num_experts x hidden_size")

@@ -155,7 +155,8 @@ def _fit_context(model, n_prompt: int, max_new_tokens: int) -> int:
     if context is None:
         return max_new_tokens
     if n_prompt >= context:
-        raise ValueError(f"the prompt has {n_prompt} tokens; the model's context holds {context} positions "
+        from .kvcache import ContextOverflow
+        raise ContextOverflow(f"the prompt has {n_prompt} tokens; the model's context holds {context} positions "
                          f"(at least one must be left to generate)")
     return min(max_new_tokens, context - n_prompt)
 
