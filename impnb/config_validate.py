@@ -33,6 +33,7 @@ MIN_CONTEXT = 16           # fewer positions than one chat turn: no released mod
 MAX_FFN = 1 << 20          # the widest released FFN is 73728
 MAX_EXPERTS = 1 << 12      # the most released is 384
 MAX_ANGLE = 1e30           # float32(position) x inv_freq must stay finite for every position of the context
+MAX_SCALE = 1e3            # attention / RoPE scaling factors: released models use 0.04..1.4; larger overflow float32
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn", "proportional", "gemma4_proportional")
 KNOWN_UNSUPPORTED_ROPE_TYPES = ("dynamic", "longrope", "su", "mrope", "deepseek_yarn", "ntk")
 
@@ -133,7 +134,7 @@ class IntOrList(Rule):
 
 POSITIVE = Num(0.0)
 NONNEGATIVE = Num(0.0, open_lo=False)
-EPS = Num(0.0, 1.0)                          # RMSNorm epsilon: 0 or NaN would divide by zero on a zero row
+EPS = Num(1e-30, 1.0, open_lo=False)         # RMSNorm epsilon: 0, NaN or a float32 underflow divides a zero row by 0
 THETA = Num(0.0)                             # RoPE base; the frequencies are checked again in check_model
 RATIO = Num(0.0, 1.0)                        # partial_rotary_factor in (0, 1]
 LAYER_TYPES = ListOf(Str(), MAX_LAYERS)
@@ -336,7 +337,7 @@ def _check_layer(c, lc, source) -> None:
     if lc.n_heads % lc.n_kv_heads:
         raise ConfigError(source, f"{where} num_key_value_heads", lc.n_kv_heads,
                           f"must divide num_attention_heads {lc.n_heads}")
-    POSITIVE.check(lc.scale, source, f"{where} attention scale")
+    Num(0.0, MAX_SCALE).check(lc.scale, source, f"{where} attention scale (from head_dim or query_pre_attn_scalar)")
     if lc.kind == "sliding" and not 1 <= lc.window <= c.max_position_embeddings:
         raise ConfigError(source, f"{where} sliding_window", lc.window,
                           f"must be in [1, max_position_embeddings {c.max_position_embeddings}]")
@@ -362,8 +363,8 @@ def _check_rope(lc, context: int, source) -> None:
     if not (np.all(np.isfinite(inv)) and np.all(inv >= 0) and worst < MAX_ANGLE):
         raise ConfigError(source, where, _rope_summary(rope),
                           "gives non-finite, negative or overflowing RoPE frequencies")
-    if not (math.isfinite(scaling) and scaling > 0):
-        raise ConfigError(source, f"{where} attention_scaling", scaling, "must be a finite number > 0")
+    if not (math.isfinite(scaling) and 0 < scaling <= MAX_SCALE):
+        raise ConfigError(source, f"{where} attention_scaling", scaling, f"must be a finite number in (0, {MAX_SCALE:g}]")
 
 
 def _rope_summary(rope) -> str:

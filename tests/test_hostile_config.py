@@ -76,6 +76,8 @@ def test_known_but_unsupported_values_are_unsupported():
     ({**GEMMA3, "sliding_window": 4096}, "sliding_window"),                 # window > context 128
     ({**GEMMA3, "sliding_window_pattern": 0}, "sliding_window_pattern"),    # period 0: modulo by zero
     ({**GEMMA3, "query_pre_attn_scalar": 0}, "query_pre_attn_scalar"),
+    ({**GEMMA3, "query_pre_attn_scalar": 1e-300}, "attention scale"),       # 1e150: inf in float32
+    ({**LLAMA, "rms_norm_eps": 1e-300}, "rms_norm_eps"),                    # 0 in float32
     ({**GEMMA3, "final_logit_softcapping": 0.0}, "final_logit_softcapping"),
     ({**QWEN_MOE, "num_experts_per_tok": 5}, "num_experts_per_tok"),       # top-k > experts
     ({**QWEN_MOE, "decoder_sparse_step": 0}, "decoder_sparse_step"),        # modulo by zero

@@ -81,7 +81,7 @@ def safetensors_cases() -> list[Case]:
         _st_case("NaN in q_proj", "refuse", lambda t: t.__setitem__(W, np.full((32, 32), NAN, np.float32))),
         _st_case("inf in the embedding", "refuse", lambda t: t.__setitem__(
             "model.embed_tokens.weight", np.full((hb.V, hb.H), INF, np.float32))),
-        _st_case("a weight missing", "refuse", lambda t: t.pop(W)),
+        _st_case("a weight missing", "refuse", lambda t: t.__delitem__(W)),
         _st_case("an extra layer", "refuse", lambda t: t.__setitem__("model.layers.5.input_layernorm.weight",
                                                                      np.ones(hb.H, np.float32))),
         _st_case("norm under two aliases", "refuse", lambda t: t.__setitem__("model.language_model.norm.weight",
@@ -165,8 +165,8 @@ def _config_case(name, expect, arch, edit) -> Case:
 
 
 # float fields: (upper bound, whether a tiny positive value is refused because it empties the rotation / overflows)
-FLOAT_FIELDS = {"rms_norm_eps": (1.0, False), "rope_theta": (None, True), "rope_local_base_freq": (None, True),
-                "query_pre_attn_scalar": (None, False), "final_logit_softcapping": (None, False),
+FLOAT_FIELDS = {"rms_norm_eps": (1.0, True), "rope_theta": (None, True), "rope_local_base_freq": (None, True),
+                "query_pre_attn_scalar": (None, True), "final_logit_softcapping": (None, False),
                 "partial_rotary_factor": (1.0, True)}
 
 
@@ -180,6 +180,8 @@ def _expect_for(field, value) -> str:
         return "either" if value == [32] else "refuse"
     if field == "intermediate_size" and value == 0:
         return "either"
+    if field in ("bos_token_id", "eos_token_id") and value in (0, [32]) and value is not False:
+        return "either"   # token ids inside the 64-token vocabulary
     if field in FLOAT_FIELDS and isinstance(value, (int, float)) and not isinstance(value, bool):
         hi, tiny_refused = FLOAT_FIELDS[field]
         ok = value > 0 and value != INF and (hi is None or value <= hi) and not (tiny_refused and value < 1e-100)
