@@ -143,9 +143,10 @@ def tokenizer_cases() -> list[Case]:
     cases = [_tok_case("valid", "load"),
              _tok_case("no tokenizer files (token ids only)", "load",
                        files={"tokenizer.json": None, "tokenizer_config.json": None})]
-    for pattern in (r"(a|aa)+$", r"(\w+\s?)+$", r"(?:x*)*y", r"(.)\1", "[", r"(?<=a+)b", "a" * 5000):
+    for pattern in (r"(a|aa)+$", r"(\w+\s?)+$", r"(?:x*)*y", r"(.)\1", "[", "a" * 5000):
         cases.append(_tok_case(f"pre-tokenizer regex {pattern[:30]!r}", "refuse", _split(pattern)))
     cases.append(_tok_case("pre-tokenizer regex \\s+ (fine)", "load", _split(r"\s+")))
+    cases.append(_tok_case("pre-tokenizer lookbehind (?<=a+)b (Oniguruma accepts it)", "either", _split(r"(?<=a+)b")))
     cases += [
         _tok_case("BPE dropout 0.5", "refuse", lambda o: o.__setitem__("model", {
             "type": "BPE", "dropout": 0.5, "vocab": {"w5": 0, "w": 1, "5": 2}, "merges": ["w 5"]})),
