@@ -96,7 +96,8 @@ def generate(model, prompt: str | Sequence[int], *, max_new_tokens: int, tempera
     stop_ids, stop_strings = _stops(model, stop, ignore_eos)
     sampler = Sampler(params, model.config.vocab_size, backend=sampler_backend, history=prompt_ids)
     run = _Run(model, sampler, stop_ids, stop_strings, stream, return_logits)
-    run.prefill_and_decode(prompt_ids, _fit_context(model, len(prompt_ids), max_new_tokens))
+    chat = isinstance(prompt, (list, tuple)) and bool(prompt) and isinstance(prompt[0], dict)
+    run.prefill_and_decode(prompt_ids, _fit_context(model, len(prompt_ids), max_new_tokens, chat))
     return run.result(prompt_ids)
 
 
@@ -149,15 +150,22 @@ def _checked_prompt_ids(model, prompt) -> list[int]:
     return ids
 
 
-def _fit_context(model, n_prompt: int, max_new_tokens: int) -> int:
-    """New tokens that fit the model's context after the prompt (generation then ends with "length")."""
+def _fit_context(model, n_prompt: int, max_new_tokens: int, chat: bool = False) -> int:
+    """New tokens that fit the model's context after the prompt (generation then ends with "length"). A prompt
+    that fills the context is ContextOverflow; a chat conversation whose rendering does, the chat template's
+    TemplateBudgetError (a template can render far more than the messages hold)."""
     context = getattr(model.config, "max_position_embeddings", None)
     if context is None:
         return max_new_tokens
     if n_prompt >= context:
+        message = (f"the prompt has {n_prompt} tokens; the model's context holds {context} positions "
+                   f"(at least one must be left to generate)")
+        if chat:
+            from .errors import TemplateBudgetError
+            raise TemplateBudgetError(f"the chat template rendered the conversation as {n_prompt} tokens; the "
+                                      f"model's context holds {context} positions")
         from .kvcache import ContextOverflow
-        raise ContextOverflow(f"the prompt has {n_prompt} tokens; the model's context holds {context} positions "
-                         f"(at least one must be left to generate)")
+        raise ContextOverflow(message)
     return min(max_new_tokens, context - n_prompt)
 
 
