@@ -193,7 +193,8 @@ def _candidates(directory: Path, gguf_info: dict, arch: str):
 
 def _config_template(value) -> str | None:
     if isinstance(value, list):   # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
-        named = {v.get("name"): v.get("template") for v in value if isinstance(v, dict)}
+        named = {v.get("name"): v.get("template") for v in value
+                 if isinstance(v, dict) and isinstance(v.get("name"), str)}
         value = named.get("default")
     return value if isinstance(value, str) else None
 
