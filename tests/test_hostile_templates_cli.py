@@ -172,3 +172,13 @@ def test_readme_links_no_shared_documents():
         assert doc in readme and (ROOT / doc).is_file()
     contract = (ROOT / "docs/input-contract.md").read_text()
     assert "TemplateBudgetError" in contract and "ConfigError" in contract
+
+
+def test_template_list_with_odd_entries_is_read_safely(tiny):
+    """tokenizer_config.json's chat_template may be a list of {name, template}: entries of the wrong shape are
+    skipped, never a crash."""
+    config = json.loads((tiny / "tokenizer_config.json").read_text())
+    config["chat_template"] = [{"name": [1], "template": "x"}, "junk", {"name": "default", "template": "ok"}]
+    (tiny / "tokenizer_config.json").write_text(json.dumps(config))
+    model = impnb.load_model(tiny, backend="reference")
+    assert model.chat.source == "ok" and model.chat.render(HELLO) == "ok"
