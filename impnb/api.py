@@ -115,8 +115,10 @@ class _Progress:
 
 
 class _CountingTensors(Mapping):
-    """The checkpoint's tensor mapping, counting reads for the progress bar and refusing a dense weight that holds
-    NaN or infinity (a finite model never does; every logit would be NaN)."""
+    """The checkpoint's tensor mapping, counting reads for the progress bar and refusing a weight that would make
+    every logit NaN: a dense weight holding NaN or infinity, an NVFP4 weight with a NaN block-scale byte next to a
+    usable global scale (no producer writes one; ModelOpt's all-zero tensor, NaN scales with a zero global scale,
+    contributes zeros and is kept), an MXFP4 weight with a NaN (0xFF) exponent."""
 
     def __init__(self, tensors: Mapping, progress: _Progress, source: str = "checkpoint"):
         self._tensors, self._progress, self._source = tensors, progress, source
@@ -124,8 +126,8 @@ class _CountingTensors(Mapping):
     def __getitem__(self, key):
         value = self._tensors[key]
         self._progress.done += 1
-        if isinstance(value, np.ndarray) and value.dtype.kind in "fV" and value.size and not _all_finite(value):
-            raise FormatError(f"{self._source}: tensor {key!r} holds NaN or infinite values")
+        if not _finite_weight(value):
+            raise FormatError(f"{self._source}: tensor {key!r} holds NaN or infinite values (or NaN block scales)")
         return value
 
     def __iter__(self):
@@ -136,6 +138,19 @@ class _CountingTensors(Mapping):
 
     def __contains__(self, key):
         return key in self._tensors
+
+
+def _finite_weight(value) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(_finite_weight(v) for v in value)
+    kind = type(value).__name__
+    if kind == "NVFP4Tensor":
+        return not value.usable or not np.any((np.asarray(value.scales) & 0x7F) == 0x7F)
+    if kind == "MXFP4Tensor":
+        return not np.any(np.asarray(value.scales) == 0xFF)
+    if isinstance(value, np.ndarray) and value.dtype.kind in "fV" and value.size:
+        return _all_finite(value)
+    return True
 
 
 def _all_finite(value: np.ndarray) -> bool:

@@ -221,3 +221,20 @@ def test_header_helpers_agree_with_struct():
     """build_gguf's offsets are what the overlap test above relies on."""
     raw = build_gguf([arch_kv()], [("a.weight", (8,), F32, _f32(8), 32)])
     assert struct.unpack_from("<Q", raw, raw.index(b"a.weight") + 8 + 4 + 8 + 4)[0] == 32
+
+
+def test_nan_block_scales_next_to_a_usable_global_scale_are_refused_at_load(tmp_path, rng):
+    """A NaN scale byte would make every logit NaN; with a zero global scale (ModelOpt's all-zero tensor) the layer
+    contributes zeros instead, and loads."""
+    import warnings
+
+    from impnb.api import _finite_weight
+    from impnb.reference.nvfp4 import nvfp4_quantize
+    q = nvfp4_quantize(rng.standard_normal((8, 32)).astype(np.float32), layout="compressed-tensors")
+    scales = np.array(q.scales)
+    scales[2, 1] = 0x7F
+    bad = type(q)(q.packed, scales, q.global_scale, q.layout)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the zero global scale is warned about when the tensor is built
+        zero = type(q)(q.packed, scales, 0.0, q.layout)
+    assert _finite_weight(q) and not _finite_weight(bad) and _finite_weight(zero) and not _finite_weight((q, bad))

@@ -109,6 +109,11 @@ def quant_cases() -> list[Case]:
                     edit_file=lambda hq: hq["quantization"].__setitem__("group_size", 32)),
         _quant_case("exclude_modules catastrophic glob", "load", "modelopt", edit_config=lambda qc, c: qc.pop("ignore"),
                     edit_file=lambda hq: hq["quantization"].__setitem__("exclude_modules", ["*a*a*a*a*a*a*a*b"])),
+        _quant_case("a NaN block-scale byte", "refuse", edit_tensors=lambda t, dt: t[M + ".weight_scale"].__setitem__(
+            (0, 0), 0x7F)),
+        _quant_case("all-zero tensor as ModelOpt writes it (ws2 0, NaN scales)", "either", "modelopt",
+                    edit_tensors=lambda t, dt: (t.__setitem__(M + ".weight_scale_2", np.array(0.0, np.float32)),
+                                                t[M + ".weight_scale"].fill(0xFF), t[M + ".weight"].fill(0))),
         _quant_case("weight_scale_2 NaN", "either", "modelopt", edit_tensors=lambda t, dt: t.__setitem__(
             M + ".weight_scale_2", np.array(NAN, np.float32))),
         _quant_case("weight_scale_2 negative", "refuse", "modelopt", edit_tensors=lambda t, dt: t.__setitem__(
