@@ -308,12 +308,13 @@ def _gemma4_kv_sources(kinds: list[str], n_shared: int, source: str) -> list:
 
 
 def _gemma4_overrides(d: dict, kinds: list[str], k_eq_v: bool) -> dict:
-    """Per-layer geometry: transformers-5.23 ``per_layer_config`` {layer: {head_dim, num_key_value_heads, ...}},
-    else the released configs' ``global_head_dim`` / ``num_global_key_value_heads`` for every full layer (the kv
-    override only when attention_k_eq_v, as Gemma4TextConfig.__post_init__ does)."""
+    """Per-layer geometry: transformers-5.23 ``per_layer_config`` {layer: {head_dim, num_key_value_heads, ...}}
+    (saved empty when no layer differs), else the released configs' ``global_head_dim`` /
+    ``num_global_key_value_heads`` for every full layer (the kv override only when attention_k_eq_v, as
+    Gemma4TextConfig.__post_init__ does)."""
     keys = ("head_dim", "num_key_value_heads", "num_attention_heads", "intermediate_size")
     plc = d.get("per_layer_config")
-    if isinstance(plc, dict) and plc:
+    if isinstance(plc, dict):  # present, even empty: transformers then applies no global_head_dim default
         out = {}
         for key, o in plc.items():
             if not str(key).isdigit() or not isinstance(o, dict):

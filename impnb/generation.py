@@ -121,16 +121,26 @@ def prompt_ids(model, prompt) -> list[int]:
         if getattr(model, "tokenizer", None) is None:
             raise ValueError("this model has no tokenizer (no tokenizer.json / GGUF vocabulary): give the prompt as "
                              "token ids")
-        return list(model.tokenizer.encode(check_text(prompt)))
+        return _in_vocabulary(model, list(model.tokenizer.encode(check_text(prompt))), "the prompt")
     if isinstance(prompt, (list, tuple)) and prompt and isinstance(prompt[0], dict):  # chat messages
         for m in prompt:
             if isinstance(m, dict) and isinstance(m.get("content"), str):
                 check_text(m["content"], "a message")
-        return list(model.chat_prompt(list(prompt)))
+        return _in_vocabulary(model, list(model.chat_prompt(list(prompt))), "the chat conversation")
     try:
         return [_token_id(t) for t in prompt]
     except TypeError:
         raise ValueError(f"a prompt is a string, chat messages or token ids, got {type(prompt).__name__}") from None
+
+
+def _in_vocabulary(model, ids: list[int], what: str) -> list[int]:
+    """Encoded text must stay inside the model's embedding (a tokenizer may hold more tokens than the model)."""
+    vocab = model.config.vocab_size
+    bad = sorted({t for t in ids if not 0 <= t < vocab})
+    if bad:
+        raise ValueError(f"{what} encodes to token id(s) {bad[:8]} outside the model's vocabulary [0, {vocab}) "
+                         f"(its tokenizer holds {getattr(model.tokenizer, 'vocab_size', 'more')} tokens)")
+    return ids
 
 
 def _token_id(t) -> int:

@@ -73,7 +73,6 @@ def test_known_but_unsupported_values_are_unsupported():
     ({**LLAMA, "partial_rotary_factor": 0.01}, "partial_rotary_factor"),    # rotary dim 0
     ({**LLAMA, "num_attention_heads": 64}, "num_attention_heads"),          # head_dim 32 // 64 = 0
     ({**LLAMA, "eos_token_id": [2, 64]}, "eos_token_id"),                   # id 64 of a 64-token vocabulary
-    ({**GEMMA3, "sliding_window": 4096}, "sliding_window"),                 # window > context 128
     ({**GEMMA3, "sliding_window_pattern": 0}, "sliding_window_pattern"),    # period 0: modulo by zero
     ({**GEMMA3, "query_pre_attn_scalar": 0}, "query_pre_attn_scalar"),
     ({**GEMMA3, "query_pre_attn_scalar": 1e-300}, "attention scale"),       # 1e150: inf in float32

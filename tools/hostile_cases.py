@@ -98,6 +98,7 @@ def gguf_built() -> list[Case]:
         _gguf_case("rope scaling type longrope", "refuse", _set_kv("llama.rope.scaling.type", 8, "longrope")),
         _gguf_case("rope base 500000", "either", _set_kv("llama.rope.freq_base", 6, 500000.0)),
         _gguf_case("context 64", "either", _set_kv("llama.context_length", 4, 64)),
+        _gguf_case("context 1 (logits of one token)", "load", _set_kv("llama.context_length", 4, 1)),
         _gguf_case("architecture unknown", "refuse", _set_kv("general.architecture", 8, "mamba9")),
         _gguf_case("architecture empty", "refuse", _set_kv("general.architecture", 8, "")),
         _gguf_case("architecture an integer", "refuse", _set_kv("general.architecture", 4, 7)),
@@ -193,7 +194,7 @@ def gguf_real(source: Path | None) -> list[Case]:
                    "context_length", "feed_forward_length", "vocab_size"):
         for value in (0, 7, 2**31 - 1, 2**32 - 1):
             put(f"{suffix}={value}", f"{arch}.{suffix}", struct.pack("<I", value),
-                "either" if (suffix, value) == ("feed_forward_length", 0) else "refuse")
+                "either" if (suffix, value) in (("feed_forward_length", 0), ("context_length", 7)) else "refuse")
     for suffix in ("rope.freq_base", "attention.layer_norm_rms_epsilon"):
         for value in (0.0, -1.0, NAN, INF):
             put(f"{suffix}={value}", f"{arch}.{suffix}", struct.pack("<f", value))

@@ -219,8 +219,9 @@ def model_config_cases() -> list[Case]:
         _config_case("hidden_act 7", "refuse", "llama", lambda c: c.__setitem__("hidden_act", 7)),
         _config_case("eos id list with one outside", "refuse", "llama",
                      lambda c: c.__setitem__("eos_token_id", [2, hb.V])),
-        _config_case("window larger than context", "refuse", "gemma3_text",
+        _config_case("window larger than context (every key visible)", "load", "gemma3_text",
                      lambda c: c.__setitem__("sliding_window", 4096)),
+        _config_case("context 2", "load", "llama", lambda c: c.__setitem__("max_position_embeddings", 2)),
         _config_case("top-k above experts", "refuse", "qwen3_moe", lambda c: c.__setitem__("num_experts_per_tok", 9)),
         _config_case("heads 3 (head_dim 8 given)", "refuse", "llama", lambda c: c.__setitem__("num_attention_heads", 3)),
     ]

@@ -163,6 +163,8 @@ def tokenizer_cases() -> list[Case]:
         _tok_case("normalizer Replace with a pathological regex", "refuse", lambda o: o.__setitem__("normalizer", {
             "type": "Replace", "pattern": {"Regex": "(a+)+$"}, "content": "b"})),
         _tok_case("vocab ids out of order", "either", lambda o: o["model"]["vocab"].__setitem__("w9", 999)),
+        _tok_case("tokenizer of 300 tokens for a 64-token model (text past 64 refused at encode)", "load",
+                  lambda o: o["model"]["vocab"].update({f"x{i}": i for i in range(64, 300)})),
         _tok_case("vocab a string", "refuse", lambda o: o["model"].__setitem__("vocab", "w5")),
         _tok_case("tokenizer.json nested 100000 deep", "refuse",
                   files={"tokenizer.json": '{"a": ' + "[" * 100000 + "]" * 100000 + "}"}),
