@@ -138,8 +138,8 @@ def _shapes(cfg) -> dict:
             a = p + "linear_attn."
             out.update({a + "in_proj_qkv.weight": (lin.conv_channels, h), a + "in_proj_z.weight": (lin.value_dim, h),
                         a + "in_proj_b.weight": (4, h), a + "in_proj_a.weight": (4, h),
-                        a + "conv1d.weight": (lin.conv_channels, 1, lin.conv_kernel), a + "A_log": (4,), a + "dt_bias": (4,),
-                        a + "norm.weight": (6,), a + "out_proj.weight": (h, lin.value_dim)})
+                        a + "conv1d.weight": (lin.conv_channels, 1, lin.conv_kernel), a + "A_log": (4,),
+                        a + "dt_bias": (4,), a + "norm.weight": (6,), a + "out_proj.weight": (h, lin.value_dim)})
         else:
             s = p + "self_attn."
             out.update({s + "q_proj.weight": (64, h), s + "k_proj.weight": (16, h), s + "v_proj.weight": (16, h),
