@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import BackendUnavailable, CrossCheckError, FormatError, ImpnbError, Unsupported, UnsupportedArchitecture
+from .errors import (BackendUnavailable, ConfigError, CrossCheckError, FormatError, ImpnbError, TemplateBudgetError,
+                     Unsupported, UnsupportedArchitecture)
 
 __version__ = "0.1.0"
 
@@ -17,8 +18,8 @@ _LAZY = {
     "generate": "impnb.generation",
 }
 
-__all__ = ["BackendUnavailable", "CrossCheckError", "FormatError", "ImpnbError", "Unsupported",
-           "UnsupportedArchitecture", *_LAZY]
+__all__ = ["BackendUnavailable", "ConfigError", "CrossCheckError", "FormatError", "ImpnbError", "TemplateBudgetError",
+           "Unsupported", "UnsupportedArchitecture", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -7,88 +7,50 @@
 
 Where the template comes from, first found wins (`chat.origin` says which):
   1. GGUF metadata tokenizer.chat_template;
-  2. chat_template.jinja beside the weights (seed 000: Gemma-4 NVFP4 ships its 16 KB template only there, with
+  2. chat_template.jinja beside the weights (Gemma-4 NVFP4 ships its 16 KB template only there, with
      tokenizer_config.json's field empty), then chat_template.json;
   3. tokenizer_config.json "chat_template" (a string, or a list of {"name", "template"}: "default" is used);
   4. impnb's fallback for Gemma (1/2/3) checkpoints, which often ship none (impnb/data/chat_template_gemma.jinja).
 Without any, `render` raises `impnb.Unsupported` naming where it looked.
 
-Templates are untrusted input: they run in jinja2's ImmutableSandboxedEnvironment (no attribute escapes, no
-mutation of the messages); output is capped at MAX_RENDER_CHARS, all range() calls of a render at MAX_RANGE_ITEMS
-items (loops that print nothing), string/list repetition and integer powers are bounded; template errors become
-FormatError, and the template's own raise_exception a TemplateRejected (a ValueError) with its message. The environment mirrors Hugging Face's (trim_blocks, lstrip_blocks,
-loop controls, tojson, raise_exception, strftime_now), so a template renders here as it does there.
+Templates are untrusted input. They run in impnb/chat_sandbox.py: jinja2's ImmutableSandboxedEnvironment (no
+attribute escapes, no mutation of the messages), configured as Hugging Face configures its own (trim_blocks,
+lstrip_blocks, loop controls, tojson, raise_exception, strftime_now), with a budget on every render: time
+(RENDER_SECONDS), memory, output (MAX_RENDER_CHARS plus twice the characters of the messages) and the size of every
+operation that can allocate without bound. A render over budget raises ``impnb.TemplateBudgetError``; other template
+errors are FormatError, and the template's own raise_exception a TemplateRejected with its message.
+
+Loading a model renders one probe conversation to find the token that closes a turn (``template_turn_end``), under
+a small budget (PROBE_SECONDS); a template that exceeds it is disabled (``chat.disabled`` says why, in one line)
+and the model stays usable with plain prompts and token ids.
 """
 from __future__ import annotations
 
-import json
-from datetime import datetime
 from pathlib import Path
 
-from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.exceptions import SecurityError, TemplateSyntaxError
 
-from .errors import FormatError, Unsupported
+from . import chat_sandbox
+from .chat_sandbox import MAX_TEMPLATE_CHARS, RenderBudget
+from .errors import FormatError, ImpnbError, TemplateBudgetError, Unsupported
+from .loaders.jsonfile import read_json_file
 from .tokenizer import Tokenizer
 
-MAX_RENDER_CHARS = 1 << 24          # 16 Mi characters: far beyond any context window, bounds a hostile template
-MAX_RANGE_ITEMS = 1 << 20           # items all range() calls of one render may produce together
-MAX_EXPONENT = 1 << 10              # larger integer powers could take minutes to compute
+MAX_RENDER_CHARS = 1 << 20          # output budget of a render, plus twice the characters of its messages
+RENDER_SECONDS = 2.0                # a real template renders in milliseconds
+PROBE_SECONDS = 0.25                # the probe render at load time
 FALLBACK_TEMPLATES = {"gemma": "chat_template_gemma.jinja", "gemma2": "chat_template_gemma.jinja",
                       "gemma3": "chat_template_gemma.jinja", "gemma3_text": "chat_template_gemma.jinja"}
 _PROBE_REPLY = "impnb-probe-reply"
 _DATA = Path(__file__).parent / "data"
 
 
-class TemplateRejected(ValueError):
+class TemplateRejected(FormatError):
     """The template itself refused the conversation (its raise_exception), e.g. roles not alternating."""
 
 
 def _raise_exception(message):
-    raise TemplateRejected(str(message))
-
-
-def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(fmt)
-
-
-class _BoundedEnvironment(ImmutableSandboxedEnvironment):
-    """The sandbox, plus bounds on what output size alone cannot catch: `"x" * 10**9`, `10 ** 10**8`."""
-
-    intercepted_binops = frozenset(["*", "**"])
-
-    def call_binop(self, context, operator, left, right):
-        if operator == "**" and isinstance(right, int) and abs(right) > MAX_EXPONENT:
-            raise OverflowError(f"exponent {right} is over the limit {MAX_EXPONENT}")
-        if operator == "*":
-            seq, count = (left, right) if isinstance(right, int) else (right, left)
-            if isinstance(seq, (str, list, tuple)) and isinstance(count, int) and len(seq) * count > MAX_RENDER_CHARS:
-                raise OverflowError(f"repetition of {len(seq)} items x {count} is over {MAX_RENDER_CHARS}")
-        return super().call_binop(context, operator, left, right)
-
-
-def _budgeted_range(budget: list[int]):
-    """range() for one render: all calls together may produce at most MAX_RANGE_ITEMS items, so nested loops that
-    print nothing (which the output cap cannot see) still end."""
-    def bounded_range(*args):
-        items = range(*args)
-        budget[0] -= len(items)
-        if budget[0] < 0:
-            raise OverflowError(f"range() calls of one render produced over {MAX_RANGE_ITEMS} items")
-        return items
-    return bounded_range
-
-
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = _BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    return env
+    raise TemplateRejected(str(message)[:500])
 
 
 class ChatTemplate:
@@ -97,51 +59,53 @@ class ChatTemplate:
     def __init__(self, source: str | None, tokenizer: Tokenizer | None, origin: str = ""):
         self.source, self.tokenizer, self.origin = source, tokenizer, origin
         self._template = None
+        self.disabled: str | None = None   # why chat is off (a probe render exceeded its budget), in one line
         if source is not None:
+            if len(source) > MAX_TEMPLATE_CHARS:
+                raise FormatError(f"chat template from {origin}: {len(source)} characters is over the "
+                                  f"{MAX_TEMPLATE_CHARS}-character limit")
             try:
-                self._template = _environment().from_string(source)
+                self._template = chat_sandbox.environment(_raise_exception).from_string(source)
             except TemplateSyntaxError as e:
                 raise FormatError(f"chat template from {origin}: syntax error at line {e.lineno}: "
-                                  f"{e.message}") from None
+                                  f"{str(e.message)[:200]}") from None
+            except Exception as e:   # noqa: BLE001 - RecursionError, MemoryError, ... while compiling
+                raise FormatError(f"chat template from {origin}: cannot be compiled ({type(e).__name__}: "
+                                  f"{str(e)[:200]})") from None
 
     def __repr__(self):
         return f"ChatTemplate(origin={self.origin!r}, {len(self.source or '')} chars)"
 
     # ---- rendering -----------------------------------------------------------------------------------------
-    def render(self, messages: list[dict], add_generation_prompt: bool = True, **kwargs) -> str:
+    def render(self, messages: list[dict], add_generation_prompt: bool = True, *, seconds: float = RENDER_SECONDS,
+               **kwargs) -> str:
         """The conversation as the model's prompt text. kwargs reach the template (tools, documents, ...)."""
         if self._template is None:
             raise Unsupported(f"no chat template for this checkpoint (looked in: {self.origin})")
+        if self.disabled:
+            raise TemplateBudgetError(self.disabled)
         tok = self.tokenizer
         context = dict(bos_token=tok.bos_token if tok else "", eos_token=tok.eos_token if tok else "",
                        unk_token=_token(tok, "unk_id"), pad_token=_token(tok, "pad_id"), tools=None, documents=None)
-        context.update(kwargs, messages=messages, add_generation_prompt=add_generation_prompt,
-                       range=_budgeted_range([MAX_RANGE_ITEMS]))
-        return self._bounded_render(context)
-
-    def _bounded_render(self, context: dict) -> str:
-        out, size = [], 0
+        context.update(kwargs, messages=messages, add_generation_prompt=add_generation_prompt)
+        budget = RenderBudget(seconds, MAX_RENDER_CHARS + 2 * _text_size(messages, kwargs),
+                              f"chat template from {self.origin}")
         try:
-            for piece in self._template.generate(**context):
-                size += len(piece)
-                if size > MAX_RENDER_CHARS:
-                    raise FormatError(f"chat template from {self.origin}: output exceeds {MAX_RENDER_CHARS} chars")
-                out.append(piece)
+            return chat_sandbox.render(self._template, context, budget)
         except SecurityError as e:
-            raise FormatError(f"chat template from {self.origin}: unsafe operation refused ({e})") from None
+            raise FormatError(f"chat template from {self.origin}: unsafe operation refused ({str(e)[:200]})") from None
         except RecursionError:
             raise FormatError(f"chat template from {self.origin}: recursion too deep") from None
-        except (TemplateRejected, FormatError):    # both ValueErrors: keep them as they are
+        except ImpnbError:   # TemplateRejected, TemplateBudgetError: already say what happened
             raise
-        except (TemplateError, TypeError, ValueError, KeyError, AttributeError, IndexError, ZeroDivisionError,
-                OverflowError) as e:
-            raise FormatError(f"chat template from {self.origin}: {type(e).__name__}: {e}") from None
-        return "".join(out)
+        except Exception as e:   # noqa: BLE001 - whatever the template made Python raise is the template's error
+            raise FormatError(f"chat template from {self.origin}: {type(e).__name__}: {str(e)[:200]}") from None
 
     def encode(self, messages: list[dict], add_generation_prompt: bool = True, **kwargs) -> list[int]:
         """Token ids of the rendered conversation; BOS is added only when the template did not write it."""
         if self.tokenizer is None:
-            raise Unsupported("ChatTemplate.encode needs a tokenizer")
+            raise Unsupported("this checkpoint has no tokenizer (no tokenizer.json, no GGUF vocabulary): chat needs "
+                              "one; pass token ids instead")
         text = self.render(messages, add_generation_prompt, **kwargs)
         bos = self.tokenizer.bos_token
         writes_bos = bool(bos) and text.startswith(bos)
@@ -159,13 +123,17 @@ class ChatTemplate:
         return frozenset(ids)
 
     def template_turn_end(self) -> int | None:
-        """Render user/assistant turns and return the first special token after the assistant's text, if any."""
-        if self._template is None or self.tokenizer is None:
+        """Render user/assistant turns (under the small PROBE_SECONDS budget) and return the first special token
+        after the assistant's text, if any. A probe over budget disables the template (``self.disabled``)."""
+        if self._template is None or self.tokenizer is None or self.disabled:
             return None
         probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE_REPLY}]
         try:
-            text = self.render(probe, add_generation_prompt=False)
-        except (TemplateRejected, FormatError, Unsupported):
+            text = self.render(probe, add_generation_prompt=False, seconds=PROBE_SECONDS)
+        except TemplateBudgetError as exc:
+            self.disabled = f"{exc}; chat is disabled for this model (plain prompts and token ids still work)"
+            return None
+        except (FormatError, Unsupported):
             return None
         _, found, after = text.partition(_PROBE_REPLY)
         if not found:
@@ -225,7 +193,8 @@ def _candidates(directory: Path, gguf_info: dict, arch: str):
 
 def _config_template(value) -> str | None:
     if isinstance(value, list):   # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
-        named = {v.get("name"): v.get("template") for v in value if isinstance(v, dict)}
+        named = {v.get("name"): v.get("template") for v in value
+                 if isinstance(v, dict) and isinstance(v.get("name"), str)}
         value = named.get("default")
     return value if isinstance(value, str) else None
 
@@ -233,6 +202,8 @@ def _config_template(value) -> str | None:
 def _read_text(path: Path) -> str | None:
     if not path.is_file():
         return None
+    if path.stat().st_size > 4 * MAX_TEMPLATE_CHARS:
+        raise FormatError(f"{path}: {path.stat().st_size} bytes is over the limit for a chat template")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -240,14 +211,14 @@ def _read_text(path: Path) -> str | None:
 
 
 def _read_json_object(path: Path) -> dict:
-    text = _read_text(path)
-    if text is None:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError as e:
-        raise FormatError(f"{path}: not valid JSON ({e})") from None
-    return value if isinstance(value, dict) else {}
+    return read_json_file(path) or {}
+
+
+def _text_size(messages, kwargs) -> int:
+    """Characters of the conversation (message contents and string kwargs) that a template may echo."""
+    size = sum(len(str(m.get("content", ""))) for m in messages if isinstance(m, dict)) if isinstance(
+        messages, list) else 0
+    return size + sum(len(v) for v in kwargs.values() if isinstance(v, str))
 
 
 def _token(tok: Tokenizer | None, attr: str) -> str:
@@ -260,4 +231,4 @@ def stop_token_ids(tokenizer: Tokenizer, chat: ChatTemplate | None = None) -> fr
     return chat.end_of_turn_ids if chat is not None else tokenizer.stop_ids
 
 
-__all__ = ["ChatTemplate", "TemplateRejected", "stop_token_ids", "MAX_RENDER_CHARS"]
+__all__ = ["ChatTemplate", "TemplateRejected", "stop_token_ids", "MAX_RENDER_CHARS", "RENDER_SECONDS", "PROBE_SECONDS"]

@@ -9,6 +9,22 @@ class FormatError(ImpnbError, ValueError):
     """A checkpoint, tensor or file does not follow its format (names file and tensor where known)."""
 
 
+class ConfigError(FormatError):
+    """A model-metadata field (config.json, GGUF metadata, a quantization config) breaks its rule.
+
+    Attributes: source (the file), field (the key), value, rule (what the value must be)."""
+
+    def __init__(self, source: str, field: str, value, rule: str):
+        self.source, self.field, self.value, self.rule = str(source), str(field), value, rule
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        super().__init__(f"{self.source}: {self.field} = {shown}: {rule}")
+
+
+class TemplateBudgetError(FormatError):
+    """A chat template exceeded its render budget (time, output size, memory, or a size-bounded operation)."""
+
+
 class BackendUnavailable(ImpnbError, RuntimeError):
     """The requested backend cannot run here: no usable GPU, or the op has no CUDA path yet."""
 

@@ -6,13 +6,15 @@
     python -m impnb.generate --prompt "..." --json --dump-golden taps.safetensors
 
 Text streams to stdout; loading progress and the closing speed line go to stderr. ``--json`` prints one object
-(prompt ids, generated ids, text, timings) instead. This module is also callable: ``impnb.generate(model, ...)``
+(prompt ids, generated ids, text, timings, the backend that ran) instead. Every argument is checked before the model
+is loaded; every error is one line on stderr and exit status 2. This module is also callable: ``impnb.generate(model, ...)``
 keeps working after ``import impnb.generate`` (which rebinds the package attribute to this module).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import types
 
@@ -47,6 +49,39 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def check_arguments(args) -> None:
+    """Refuse bad arguments before anything is loaded (ValueError, one line)."""
+    from .generation import check_text
+    from .sampling import SamplingParams
+    if args.max_new_tokens < 0:
+        raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    if any(t < 0 for t in args.ban):
+        raise ValueError(f"--ban takes token ids >= 0, got {[t for t in args.ban if t < 0]}")
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    for flag in ("temperature", "top_p", "min_p", "repetition_penalty"):
+        if not math.isfinite(getattr(args, flag)):
+            raise ValueError(f"--{flag.replace('_', '-')} must be a finite number, got {getattr(args, flag)}")
+    SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                   repetition_penalty=args.repetition_penalty, seed=args.seed)
+    if any(not s for s in args.stop):
+        raise ValueError("--stop takes a non-empty text (an empty one would stop at once)")
+    for flag, text in (("--prompt", args.prompt), ("--system", args.system), *(("--stop", s) for s in args.stop)):
+        if text is not None:
+            check_text(text, flag)
+    if args.dump_golden and args.prompt is None:
+        raise ValueError("--dump-golden needs --prompt")
+
+
+def _read_stdin_prompt() -> str:
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"the prompt on stdin is not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+                         f"{exc.start})") from None
+
+
 def _sampling_kwargs(args) -> dict:
     return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                 top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
@@ -66,7 +101,8 @@ def _run_once(model, args, history: list[dict]):
     stream = None if args.json else (lambda piece: print(piece, end="", flush=True))
     result = generate(model, _prompt(model, args, history), stream=stream, **_sampling_kwargs(args))
     if args.json:
-        print(json.dumps({"model": model.name, "backend": model.backend_name, **result.to_json()}, ensure_ascii=False))
+        print(json.dumps({"model": model.name, "backend": model.backend_name, **result.to_json()},
+                         ensure_ascii=False))
     else:
         print(flush=True)
     print(result.timings.summary(), file=sys.stderr)
@@ -89,40 +125,42 @@ def _interactive(model, args) -> None:
 
 
 def _dump_golden(model, args) -> None:
-    ids = _prompt(model, args, [{"role": "user", "content": args.prompt}])
-    ids = model.tokenizer.encode(ids) if isinstance(ids, str) else ids
+    from .generation import prompt_ids
+    ids = prompt_ids(model, _prompt(model, args, [{"role": "user", "content": args.prompt}]))
     manifest = model.dump_golden(args.dump_golden, ids)
     print(f"golden dump: {args.dump_golden} ({len(manifest['taps'])} taps, {len(ids)} tokens)", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.prompt is None and not args.chat:
-        if sys.stdin.isatty():
-            print("error: give --prompt TEXT (or --chat for an interactive chat)", file=sys.stderr)
-            return 2
-        args.prompt = sys.stdin.read()
-    if args.prompt is not None and not args.prompt:
-        print("error: the prompt is empty", file=sys.stderr)
-        return 2
     try:
+        if args.prompt is None and not args.chat:
+            if sys.stdin.isatty():
+                raise ValueError("give --prompt TEXT (or --chat for an interactive chat)")
+            args.prompt = _read_stdin_prompt()
+        if args.prompt is not None and not args.prompt:
+            raise ValueError("the prompt is empty")
+        check_arguments(args)
         from .api import load_model
         model = load_model(args.model, backend=args.backend, progress=True, weights=args.quantize or args.weights)
         if args.dump_golden:
-            if args.prompt is None:
-                raise ValueError("--dump-golden needs --prompt")
             _dump_golden(model, args)
         if args.prompt is None:
             _interactive(model, args)
         else:
             _run_once(model, args, [{"role": "user", "content": args.prompt}])
-    except (ImpnbError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ImpnbError, OSError, ValueError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 2000 else text[:1997] + "..."
 
 
 class _CallableModule(types.ModuleType):

@@ -9,6 +9,7 @@ call builds a fresh cache: nothing from one generation (or a warm-up) can leak i
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
@@ -85,23 +86,71 @@ def generate(model, prompt: str | Sequence[int], *, max_new_tokens: int, tempera
     """
     if not (isinstance(max_new_tokens, (int, np.integer)) and max_new_tokens >= 0):
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    for name, value in (("temperature", temperature), ("top_p", top_p), ("min_p", min_p),
+                        ("repetition_penalty", repetition_penalty)):
+        if not (isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value)):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                             repetition_penalty=repetition_penalty, seed=seed, banned_tokens=tuple(banned_tokens or ()))
-    prompt_ids = _prompt_ids(model, prompt)
+    prompt_ids = _checked_prompt_ids(model, prompt)
     stop_ids, stop_strings = _stops(model, stop, ignore_eos)
     sampler = Sampler(params, model.config.vocab_size, backend=sampler_backend, history=prompt_ids)
     run = _Run(model, sampler, stop_ids, stop_strings, stream, return_logits)
-    run.prefill_and_decode(prompt_ids, _fit_context(model, len(prompt_ids), max_new_tokens))
+    chat = isinstance(prompt, (list, tuple)) and bool(prompt) and isinstance(prompt[0], dict)
+    run.prefill_and_decode(prompt_ids, _fit_context(model, len(prompt_ids), max_new_tokens, chat))
     return run.result(prompt_ids)
 
 
-def _prompt_ids(model, prompt) -> list[int]:
+def check_text(text: str, what: str = "the prompt") -> str:
+    """Text must be valid Unicode: a lone surrogate is what non-UTF-8 bytes on a command line become."""
+    if not isinstance(text, str):
+        raise ValueError(f"{what} must be a string, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        byte = f" (the byte {ord(bad) - 0xDC00:#04x} is not UTF-8)" if 0xDC80 <= ord(bad) <= 0xDCFF else ""
+        raise ValueError(f"{what} is not valid UTF-8 text: {bad!r} at position {exc.start}{byte}") from None
+    return text
+
+
+def prompt_ids(model, prompt) -> list[int]:
+    """Token ids of a prompt: a string (encoded with the model's tokenizer), chat messages (rendered with its chat
+    template), or token ids."""
     if isinstance(prompt, str):
-        ids = list(model.tokenizer.encode(prompt))
-    elif prompt and isinstance(prompt[0], dict):  # chat messages: rendered by the model's chat template
-        ids = list(model.chat_prompt(list(prompt)))
-    else:
-        ids = [int(t) for t in prompt]
+        if getattr(model, "tokenizer", None) is None:
+            raise ValueError("this model has no tokenizer (no tokenizer.json / GGUF vocabulary): give the prompt as "
+                             "token ids")
+        return _in_vocabulary(model, list(model.tokenizer.encode(check_text(prompt))), "the prompt")
+    if isinstance(prompt, (list, tuple)) and prompt and isinstance(prompt[0], dict):  # chat messages
+        for m in prompt:
+            if isinstance(m, dict) and isinstance(m.get("content"), str):
+                check_text(m["content"], "a message")
+        return _in_vocabulary(model, list(model.chat_prompt(list(prompt))), "the chat conversation")
+    try:
+        return [_token_id(t) for t in prompt]
+    except TypeError:
+        raise ValueError(f"a prompt is a string, chat messages or token ids, got {type(prompt).__name__}") from None
+
+
+def _in_vocabulary(model, ids: list[int], what: str) -> list[int]:
+    """Encoded text must stay inside the model's embedding (a tokenizer may hold more tokens than the model)."""
+    vocab = model.config.vocab_size
+    bad = sorted({t for t in ids if not 0 <= t < vocab})
+    if bad:
+        raise ValueError(f"{what} encodes to token id(s) {bad[:8]} outside the model's vocabulary [0, {vocab}) "
+                         f"(its tokenizer holds {getattr(model.tokenizer, 'vocab_size', 'more')} tokens)")
+    return ids
+
+
+def _token_id(t) -> int:
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer)):
+        raise ValueError(f"token ids must be integers, got {t!r}")
+    return int(t)
+
+
+def _checked_prompt_ids(model, prompt) -> list[int]:
+    ids = prompt_ids(model, prompt)
     if not ids:
         raise ValueError("the prompt is empty (no tokens); give at least one token")
     vocab = model.config.vocab_size
@@ -111,14 +160,22 @@ def _prompt_ids(model, prompt) -> list[int]:
     return ids
 
 
-def _fit_context(model, n_prompt: int, max_new_tokens: int) -> int:
-    """New tokens that fit the model's context after the prompt (generation then ends with "length")."""
+def _fit_context(model, n_prompt: int, max_new_tokens: int, chat: bool = False) -> int:
+    """New tokens that fit the model's context after the prompt (generation then ends with "length"). A prompt
+    that fills the context is ContextOverflow; a chat conversation whose rendering does, the chat template's
+    TemplateBudgetError (a template can render far more than the messages hold)."""
     context = getattr(model.config, "max_position_embeddings", None)
     if context is None:
         return max_new_tokens
     if n_prompt >= context:
-        raise ValueError(f"the prompt has {n_prompt} tokens; the model's context holds {context} positions "
-                         f"(at least one must be left to generate)")
+        message = (f"the prompt has {n_prompt} tokens; the model's context holds {context} positions "
+                   f"(at least one must be left to generate)")
+        if chat:
+            from .errors import TemplateBudgetError
+            raise TemplateBudgetError(f"the chat template rendered the conversation as {n_prompt} tokens; the "
+                                      f"model's context holds {context} positions")
+        from .kvcache import ContextOverflow
+        raise ContextOverflow(message)
     return min(max_new_tokens, context - n_prompt)
 
 
@@ -129,9 +186,11 @@ def _stops(model, stop, ignore_eos: bool) -> tuple[set[int], list[str]]:
         if isinstance(s, str):
             if not s:
                 raise ValueError("an empty stop string would stop at once")
-            strings.append(s)
+            if getattr(model, "tokenizer", None) is None:
+                raise ValueError("stop strings need a tokenizer; this model has none (give stop token ids)")
+            strings.append(check_text(s, "a stop string"))
         else:
-            ids.add(int(s))
+            ids.add(_token_id(s))
     return ids, strings
 
 
@@ -172,6 +231,8 @@ class _Run:
         if token in self.stop_ids:
             self.stop_reason = "eos"
             return True
+        if self.model.tokenizer is None:   # a checkpoint without a tokenizer: ids only
+            return False
         self.text = self.model.tokenizer.decode(self.ids)
         cut = _first_stop(self.text, self.stop_strings)
         if cut is not None:

@@ -10,18 +10,26 @@ llama.cpp (parse_special) do, so a rendered chat template tokenizes to the ids t
 encode(..., parse_special=False) reads them as plain text instead.
 
 Stop tokens: `eos_id`, plus `eot_ids`, the end-of-turn tokens a chat model ends its reply with. Many GGUFs omit
-tokenizer.ggml.eot_token_id (seed 003: Gemma's <end_of_turn> was never caught), so the vocabulary is also
+tokenizer.ggml.eot_token_id (Gemma's <end_of_turn> among them), so the vocabulary is also
 searched for the end-of-turn spellings in END_OF_TURN_TOKENS; generation_config.json's eos_token_id list
 (safetensors checkpoints) is added too.
+
+Untrusted input: tokenizer.json and GGUF vocabularies are checked (impnb/tokenizer_checks.py) before the Rust
+library sees them, JSON side files are read with size and depth limits, and a panic inside the library becomes a
+FormatError. A checkpoint without any tokenizer gives ``Tokenizer.from_checkpoint(ckpt) is None``: the model then
+runs on token ids only.
 """
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
 from tokenizers import Tokenizer as _Backend
 
-from .errors import FormatError
+from .errors import FormatError, ImpnbError
+from .loaders.jsonfile import MAX_TOKENIZER_BYTES, read_json_file
+from .loaders.safetensors import parse_json_object
+from .tokenizer_checks import check_gguf_vocabulary, check_tokenizer_json
 
 END_OF_TURN_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<|endoftext|>",
                       "<|return|>", "<|end_of_text|>", "<turn|>", "<|END_OF_TURN_TOKEN|>")
@@ -47,7 +55,7 @@ class Tokenizer:
         before = self.backend.encode_special_tokens
         self.backend.encode_special_tokens = not parse_special
         try:
-            ids = self.backend.encode(text, add_special_tokens=False).ids
+            ids = _guarded(lambda: self.backend.encode(text, add_special_tokens=False).ids, self.source, "encode")
         finally:
             self.backend.encode_special_tokens = before
         if add_special_tokens:
@@ -55,7 +63,9 @@ class Tokenizer:
         return ids
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
-        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        ids = [int(i) for i in ids]
+        return _guarded(lambda: self.backend.decode(ids, skip_special_tokens=skip_special_tokens), self.source,
+                        "decode")
 
     def token_to_id(self, token: str) -> int | None:
         return self.backend.token_to_id(token)
@@ -94,7 +104,8 @@ class Tokenizer:
     def from_gguf_info(cls, info: dict, arch: str, source: str = "gguf") -> "Tokenizer":
         """From GGUFFile.tokenizer_info (tokenizer.* metadata without the prefix) and general.architecture."""
         from .loaders.gguf_vocab import tokenizer_from_gguf_vocab
-        backend = tokenizer_from_gguf_vocab(info)
+        check_gguf_vocabulary(info, source)
+        backend = _guarded(lambda: tokenizer_from_gguf_vocab(info), source, "build")
         n = backend.get_vocab_size(with_added_tokens=True)
 
         def token_id(key):
@@ -107,11 +118,11 @@ class Tokenizer:
 
         model = info.get("ggml.model")
         # llama.cpp adds BOS to a SentencePiece vocabulary unless the file says otherwise; BPE files say it.
-        add_bos = info.get("ggml.add_bos_token", model == "llama")
+        add_bos = _flag(info, "ggml.add_bos_token", model == "llama", source)
         extra = [i for i in (token_id("eot_token_id"), token_id("eom_token_id")) if i is not None]
         return cls(backend, bos_id=token_id("bos_token_id"), eos_id=token_id("eos_token_id"),
                    pad_id=token_id("padding_token_id"), unk_id=token_id("unknown_token_id"), add_bos=add_bos,
-                   add_eos=info.get("ggml.add_eos_token", False), extra_stop_ids=extra, source=source)
+                   add_eos=_flag(info, "ggml.add_eos_token", False, source), extra_stop_ids=extra, source=source)
 
     @classmethod
     def from_gguf(cls, path) -> "Tokenizer":
@@ -126,12 +137,9 @@ class Tokenizer:
         path = directory / "tokenizer.json"
         if not path.is_file():
             raise FormatError(f"{directory}: no tokenizer.json")
-        try:
-            backend = _Backend.from_file(str(path))
-        except Exception as e:   # the tokenizers library raises plain Exceptions on malformed JSON
-            raise FormatError(f"{path}: not a valid tokenizer.json ({e})") from None
-        config = _read_json(directory / "tokenizer_config.json")
-        generation = _read_json(directory / "generation_config.json")
+        backend = _backend_from_json(path)
+        config = read_json_file(directory / "tokenizer_config.json") or {}
+        generation = read_json_file(directory / "generation_config.json") or {}
         ids = {k: _special_id(backend, config.get(f"{k}_token")) for k in ("bos", "eos", "pad", "unk")}
         add_bos, add_eos = _template_adds(backend, ids["bos"], ids["eos"], config)
         backend.post_processor = None   # BOS/EOS are added by encode(), from add_bos/add_eos
@@ -150,13 +158,17 @@ class Tokenizer:
         return cls.from_directory(path if path.is_dir() else path.parent)
 
     @classmethod
-    def from_checkpoint(cls, ckpt) -> "Tokenizer":
-        """From what impnb.load_checkpoint returns (GGUF: its embedded vocabulary; else the files beside it)."""
+    def from_checkpoint(cls, ckpt) -> "Tokenizer | None":
+        """From what impnb.load_checkpoint returns (GGUF: its embedded vocabulary; else the files beside it).
+        None when the checkpoint has no tokenizer at all (no tokenizer.ggml.tokens, no tokenizer.json)."""
         if ckpt.format == "gguf":
+            if not (ckpt.tokenizer or {}).get("ggml.tokens"):
+                return None
             arch = (ckpt.raw_config or {}).get("general.architecture", "")
             return cls.from_gguf_info(ckpt.tokenizer or {}, arch, source=str(ckpt.path))
         path = Path(ckpt.path)
-        return cls.from_directory(path if path.is_dir() else path.parent)
+        directory = path if path.is_dir() else path.parent
+        return cls.from_directory(directory) if (directory / "tokenizer.json").is_file() else None
 
 
 def _is_gguf(path: Path) -> bool:
@@ -164,16 +176,35 @@ def _is_gguf(path: Path) -> bool:
         return f.read(4) == b"GGUF"
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise FormatError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(value, dict):
-        raise FormatError(f"{path}: expected a JSON object, got {type(value).__name__}")
+def _flag(info: dict, key: str, default: bool, source) -> bool:
+    value = info.get(key, default)
+    if not isinstance(value, bool):
+        raise FormatError(f"{source}: tokenizer.{key} = {str(value)[:40]!r} must be true or false")
     return value
+
+
+def _guarded(call, source, what: str):
+    """Run a tokenizers-library call; its plain Exceptions and its panics (pyo3's PanicException, a
+    BaseException) become FormatError."""
+    try:
+        return call()
+    except (ImpnbError, KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - PanicException derives from BaseException
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+            raise
+        raise FormatError(f"{source}: the tokenizer failed to {what} ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+
+
+def _backend_from_json(path: Path) -> _Backend:
+    """tokenizer.json, size- and depth-limited and checked (impnb/tokenizer_checks.py) before the library parses it."""
+    size = os.path.getsize(path)
+    if size > MAX_TOKENIZER_BYTES:
+        raise FormatError(f"{path}: {size} bytes is over the {MAX_TOKENIZER_BYTES}-byte limit for tokenizer.json")
+    raw = path.read_bytes()
+    check_tokenizer_json(parse_json_object(path, raw, "tokenizer.json"), path)
+    return _guarded(lambda: _Backend.from_str(raw.decode("utf-8")), path, "load tokenizer.json")
 
 
 def _special_id(backend: _Backend, token) -> int | None:
@@ -191,7 +222,8 @@ def _id_list(value) -> list[int]:
 
 def _template_adds(backend: _Backend, bos: int | None, eos: int | None, config: dict) -> tuple[bool, bool]:
     """Does this checkpoint add BOS / EOS? Ask tokenizer.json's post-processor; tokenizer_config.json overrides."""
-    probe = backend.encode("a", add_special_tokens=True).ids if backend.post_processor is not None else []
+    probe = (_guarded(lambda: backend.encode("a", add_special_tokens=True).ids, "tokenizer.json", "encode")
+             if backend.post_processor is not None else [])
     add_bos = bool(probe) and bos is not None and probe[0] == bos
     add_eos = bool(probe) and eos is not None and probe[-1] == eos
     add_bos = bool(config.get("add_bos_token", add_bos))

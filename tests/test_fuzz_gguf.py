@@ -8,6 +8,7 @@ The number of cases run is printed at the end of the module.
 """
 from __future__ import annotations
 
+import os
 import signal
 import struct
 import time
@@ -25,7 +26,7 @@ from impnb.tokenizer import Tokenizer
 
 from .gguf_helpers import pack_k_block
 
-EXAMPLES = 250          # per strategy; the module runs in well under a minute
+EXAMPLES = int(os.environ.get("IMPNB_FUZZ_EXAMPLES", 250))  # per strategy; more on demand
 SECONDS_PER_CASE = 5
 CASES = {"run": 0, "loaded": 0, "rejected": 0, "tensors": 0, "tensor rejected": 0, "tokenizers": 0}
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

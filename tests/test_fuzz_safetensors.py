@@ -7,6 +7,7 @@ Unsupported, nothing else. The number of cases run is printed."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import tracemalloc
 import warnings
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from impnb import FormatError
 from impnb.loaders.safetensors import DTYPES, MAX_HEADER_BYTES, SafetensorsFile, save_safetensors
 
-EXAMPLES = 300  # per strategy; the whole module runs in a few seconds
+EXAMPLES = int(os.environ.get("IMPNB_FUZZ_EXAMPLES", 300))  # per strategy; more on demand
 SECONDS_PER_CASE = 2.0
 CASES = {"run": 0, "loaded": 0, "rejected": 0}
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

@@ -225,12 +225,30 @@ def test_overlap_is_rejected(tmp_path):
     _rejects(_raw_file(tmp_path / "o.safetensors", header, b"\0" * 12), "overlap tensor 'a'")
 
 
-def test_gaps_are_reported_not_rejected(tmp_path):
-    header = {"a": _entry(offsets=(0, 8)), "b": _entry(offsets=(16, 24))}
-    path = _raw_file(tmp_path / "g.safetensors", header, bytes(range(32)))
-    with pytest.warns(GapWarning, match="1 gap.*8 trailing"):
-        f = SafetensorsFile(path)
-    assert f.tensor("b").view(np.uint8).tolist() == list(range(16, 24))
+def test_holes_and_trailing_bytes_are_rejected(tmp_path):
+    """The format requires the tensors to tile the data region: a hole, or bytes after the last tensor (what a
+    header length a few bytes short leaves), is an error, never a shift of every tensor."""
+    hole = {"a": _entry(offsets=(0, 8)), "b": _entry(offsets=(16, 24))}
+    _rejects(_raw_file(tmp_path / "g.safetensors", hole, bytes(range(24))), "has a hole")
+    tail = {"a": _entry(offsets=(0, 8))}
+    _rejects(_raw_file(tmp_path / "t.safetensors", tail, bytes(range(9))), "1 trailing bytes")
+
+
+def test_header_length_off_by_one_is_rejected(tmp_path, rng):
+    path = tmp_path / "h.safetensors"
+    save_safetensors(path, _sample(rng))
+    raw = bytearray(path.read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    for delta in (-1, 1):
+        shifted = tmp_path / f"h{delta}.safetensors"
+        shifted.write_bytes((n + delta).to_bytes(8, "little") + bytes(raw[8:]))
+        with pytest.raises(FormatError):
+            SafetensorsFile(shifted)
+
+
+def test_zero_size_dimension_cannot_hide_a_huge_one(tmp_path):
+    header = {"z": _entry(shape=(0, 2**40, 2**40), offsets=(0, 0)), "a": _entry(offsets=(0, 8))}
+    _rejects(_raw_file(tmp_path / "z.safetensors", header, b"\0" * 8), "more elements than int64")
 
 
 def test_contiguous_file_does_not_warn(tmp_path, rng):

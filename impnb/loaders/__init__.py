@@ -20,7 +20,10 @@ Checkpoint fields:
     tokenizer     the GGUF reader's tokenizer info (None for safetensors: see impnb.tokenizer)
     report        impnb.loaders.quant.QuantReport (quantized modules, unusable global scales, fused mismatches)
     source        the reader object (SafetensorsCheckpoint, or the GGUF reader's file) for raw access
-Every malformed input raises impnb.FormatError; a valid but unsupported one raises impnb.Unsupported.
+Every malformed input raises impnb.FormatError; a valid but unsupported one raises impnb.Unsupported. Before any
+tensor is read, the config's fields are checked (impnb/config_validate.py) and the tensor table as a whole
+(impnb/loaders/tables.py: dense dtypes, one source per weight); ``check_config_against_tensors(ckpt)`` then checks
+the config against the tensor shapes (impnb.load_model and the quantizer call it before building anything).
 """
 from __future__ import annotations
 
@@ -30,11 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import FormatError, Unsupported
+from .jsonfile import read_json_file
 from .quant import QuantReport, assemble, detect_scheme
-from .safetensors import MAX_HEADER_BYTES, SafetensorsFile, parse_json_object, read_safetensors, save_safetensors
+from .safetensors import SafetensorsFile, read_safetensors, save_safetensors
 from .shards import INDEX_NAME, SafetensorsCheckpoint, open_safetensors
+from .tables import check_unique_sources, shape_table
 
-__all__ = ["Checkpoint", "load_checkpoint", "open_safetensors", "read_safetensors", "save_safetensors",
+__all__ = ["Checkpoint", "load_checkpoint", "check_config_against_tensors", "open_safetensors", "read_safetensors", "save_safetensors",
            "SafetensorsFile", "SafetensorsCheckpoint"]
 
 GGUF_MAGIC = b"GGUF"
@@ -98,30 +103,39 @@ def _load_directory(path: Path) -> Checkpoint:
     raise FormatError(f"{path}: no *.safetensors, {INDEX_NAME} or *.gguf inside")
 
 
-def _read_json(path: Path):
-    if not path.is_file():
-        return None
-    if path.stat().st_size > MAX_HEADER_BYTES:
-        raise FormatError(f"{path}: {path.stat().st_size} bytes is too large for a config file")
-    return parse_json_object(path, path.read_bytes(), path.name)
-
-
-def _model_config(raw: dict | None, source: str):
+def _model_config(raw: dict | None, kind: str, source: str):
     """impnb.config.ModelConfig (an unknown architecture raises there, listing the supported ones); None
     without a config."""
     if raw is None:
         return None
     from ..config import ModelConfig
-    return ModelConfig.from_hf(raw) if source == "hf" else ModelConfig.from_gguf(raw)
+    return ModelConfig.from_hf(raw, source) if kind == "hf" else ModelConfig.from_gguf(raw, source)
+
+
+def check_config_against_tensors(ckpt: Checkpoint) -> None:
+    """vocab / hidden / heads x head_dim / layer count / experts of ``ckpt.config`` against the tensor shapes
+    (no tensor is read); a mismatch is an impnb.ConfigError naming the config file and the tensor."""
+    if ckpt.config is None:
+        return
+    from ..config_validate import check_tensor_shapes
+    where = ckpt.path if ckpt.format == "gguf" else _directory(ckpt.path) / "config.json"
+    check_tensor_shapes(ckpt.config, shape_table(ckpt.tensors), str(where))
+
+
+def _directory(path: Path) -> Path:
+    return path if path.is_dir() else path.parent
 
 
 def _load_safetensors(path: Path, directory: Path) -> Checkpoint:
-    raw = _read_json(directory / "config.json")
-    hq = _read_json(directory / "hf_quant_config.json")
+    raw = read_json_file(directory / "config.json")
+    hq = read_json_file(directory / "hf_quant_config.json")
+    config = _model_config(raw, "hf", str(directory / "config.json"))  # fields checked before any tensor is read
     scheme = detect_scheme(raw, hq)
     st = open_safetensors(path)
-    tensors, report = assemble(st.infos, st.tensor, scheme)
-    return Checkpoint(path, "safetensors", tensors, raw, _model_config(raw, "hf"),
+    check_unique_sources(st.infos, str(path))
+    tensors, report = assemble(st.infos, st.tensor, scheme, str(path))
+    check_unique_sources(tensors, str(path))
+    return Checkpoint(path, "safetensors", tensors, raw, config,
                       scheme.name if scheme else None, st.metadata, None, report, st)
 
 
@@ -134,7 +148,8 @@ def _load_gguf(path: Path) -> Checkpoint:
         raise FormatError(f"{path}: GGUF support (impnb.loaders.gguf) is not available ({exc})") from None
     source = read_gguf(path)
     metadata, tensors, tokenizer = source
-    config = _model_config(metadata, "gguf")
+    config = _model_config(metadata, "gguf", str(path))
+    check_unique_sources(tensors, str(path))  # e.g. a fused ssm_in beside the split attn_qkv / attn_gate
     if config is not None:  # GGUF has no tie flag: llama.cpp's converter omits output.weight when the head is tied
         config = dataclasses.replace(config, tie_embeddings="lm_head.weight" not in tensors)
     return Checkpoint(path, "gguf", tensors, metadata, config, _gguf_file_type(metadata),

@@ -35,6 +35,8 @@ __all__ = ["GGUFFile", "read_gguf", "dequantize", "undo_qk_permutation", "Tensor
 # The ggml types the issue requires; other types the gguf package can dequantize are accepted too.
 REQUIRED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")
 _PLAIN = {GGMLQuantizationType.F32: "<f4", GGMLQuantizationType.F16: "<f2"}
+_INTEGER_TYPES = frozenset(GGMLQuantizationType[n] for n in ("I8", "I16", "I32", "I64")
+                           if n in GGMLQuantizationType.__members__)
 _BLOCKS_PER_CHUNK = 1 << 14   # 512 Ki values of a 32-value type per gguf.quants call (faster than one call)
 _BLOCKS_PER_ROW = 64          # blocks per row handed to gguf.quants (it loops over groups of 16 rows)
 
@@ -207,6 +209,10 @@ def read_gguf(path: str | Path) -> GGUFFile:
     if arch not in names.VERIFIED_ARCHS:
         warnings.warn(f"{path}: GGUF architecture {arch!r} has not been verified for tensor naming and "
                       f"converter transforms (verified: {sorted(names.VERIFIED_ARCHS)})", stacklevel=2)
+    for info in header.tensors:
+        if info.ggml_type in _INTEGER_TYPES:
+            raise FormatError(f"{path}: tensor {info.name!r} has ggml type {info.ggml_type.name}, an integer type: "
+                              f"it cannot be a model weight")
     canonical, unmapped = _map_names(path, arch, header.tensors)
     if arch in names.HYBRID_ARCHS:
         from .gguf_hybrid import set_aside_mtp

@@ -40,6 +40,8 @@ DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4                  # GGML_MAX_DIMS
 MAX_NAME_BYTES = 1 << 16      # generous bound on keys and tensor names
 MAX_ARRAY_DEPTH = 2           # arrays of arrays are legal; deeper nesting is not used by any writer
+MAX_ARRAY_ELEMENTS = 1 << 23  # per array; Gemma-3's 262k-token vocabulary and 514k merges are far below
+MAX_METADATA_ELEMENTS = 1 << 24   # all arrays together: Python holds each element in about 32 bytes
 
 # value type id -> (struct format, NumPy dtype); 8 = string and 9 = array are handled separately
 _SCALAR = {
@@ -87,6 +89,7 @@ class _Cursor:
 
     def __init__(self, buf: memoryview, path: str):
         self.buf, self.path, self.pos, self.size = buf, path, 0, len(buf)
+        self.elements_left = MAX_METADATA_ELEMENTS
 
     def fail(self, what: str) -> FormatError:
         return FormatError(f"{self.path}: {what} (at byte {self.pos} of {self.size})")
@@ -139,6 +142,10 @@ def _read_value(cur: _Cursor, vtype: int, what: str, depth: int = 0):
         raise cur.fail(f"{what}: unknown array element type {etype}")
     if count * min_width > cur.size - cur.pos:
         raise cur.fail(f"{what}: {count} elements cannot fit in the {cur.size - cur.pos} bytes that remain")
+    cur.elements_left -= count
+    if count > MAX_ARRAY_ELEMENTS or cur.elements_left < 0:
+        raise cur.fail(f"{what}: {count} elements is over the limit of {MAX_ARRAY_ELEMENTS} per array and "
+                       f"{MAX_METADATA_ELEMENTS} in all")
     if etype in _SCALAR:
         tname = VALUE_TYPE_NAMES[etype]
         values = cur.numeric_array(_SCALAR[etype][1], count, f"{what} elements")
@@ -168,11 +175,14 @@ def _tensor_nbytes(path: str, name: str, ne: tuple[int, ...], raw_type: int, lim
         block, type_size = GGML_QUANT_SIZES[qtype]
     except (ValueError, KeyError):
         raise FormatError(f"{path}: tensor {name!r} has unknown ggml type {raw_type}") from None
+    bound = 1
+    for d in ne:   # zero-size dimensions count as 1 here, so one of them cannot hide a huge other one
+        bound *= max(d, 1)
+        if bound > limit * block:   # cannot fit in the file whatever the type: stop before the product grows
+            raise FormatError(f"{path}: tensor {name!r} shape {list(ne)} holds more data than the file")
     n = 1
     for d in ne:
         n *= d
-        if n > limit * block:   # cannot fit in the file whatever the type: stop before the product grows
-            raise FormatError(f"{path}: tensor {name!r} shape {list(ne)} holds more data than the file")
     if ne[0] % block:
         raise FormatError(f"{path}: tensor {name!r} ({qtype.name}) ne[0]={ne[0]} is not a multiple of its "
                           f"block size {block}")
@@ -180,7 +190,9 @@ def _tensor_nbytes(path: str, name: str, ne: tuple[int, ...], raw_type: int, lim
 
 
 def _check_layout(path: str, infos: list[TensorInfo], data_start: int, file_size: int, alignment: int) -> None:
-    """Every tensor aligned, inside the data region, and no two overlapping."""
+    """Every tensor aligned, inside the data region, and every pair of data ranges disjoint: sorted by offset, each
+    non-empty range must start at or after the furthest end seen so far (zero-size tensors take no bytes, so one
+    between two overlapping tensors cannot hide them)."""
     spans = []
     for t in infos:
         rel = t.offset - data_start
@@ -189,11 +201,16 @@ def _check_layout(path: str, infos: list[TensorInfo], data_start: int, file_size
         if t.offset + t.nbytes > file_size:
             raise FormatError(f"{path}: tensor {t.name!r} data [{t.offset}, {t.offset + t.nbytes}) runs past the "
                               f"end of the file ({file_size} bytes)")
-        spans.append((t.offset, t.offset + t.nbytes, t.name))
+        if t.nbytes:
+            spans.append((t.offset, t.offset + t.nbytes, t.name))
     spans.sort()
-    for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
-        if b1 < e0 and e1 > b1:
-            raise FormatError(f"{path}: tensors {n0!r} [{b0}, {e0}) and {n1!r} [{b1}, {e1}) overlap")
+    furthest = None   # (end, name) of the range that reaches furthest so far
+    for begin, end, name in spans:
+        if furthest is not None and begin < furthest[0]:
+            raise FormatError(f"{path}: tensors {furthest[1]!r} (ending at {furthest[0]}) and {name!r} "
+                              f"[{begin}, {end}) overlap")
+        if furthest is None or end > furthest[0]:
+            furthest = (end, name)
 
 
 def _read_metadata(cur: _Cursor, n_kv: int) -> tuple[dict, dict]:

@@ -85,11 +85,10 @@ def _grouped(w: np.ndarray, axis: int, hk: int, hv: int, width: int) -> np.ndarr
 def set_aside_mtp(canonical: dict, meta: dict, arch: str) -> dict:
     """Rename the tensors of the multi-token-prediction layers (the last nextn_predict_layers of block_count) to
     mtp.layers.{j}.*: the text model does not run them (transformers ignores mtp.* too)."""
-    nextn = meta.get(f"{arch}.nextn_predict_layers") or 0
-    blocks = meta.get(f"{arch}.block_count")
-    if not nextn or not isinstance(blocks, int):
-        return canonical
-    first = blocks - int(nextn)
+    nextn, blocks = meta.get(f"{arch}.nextn_predict_layers"), meta.get(f"{arch}.block_count")
+    if not (_is_int(nextn) and _is_int(blocks) and 0 < nextn < blocks):
+        return canonical   # nothing to set aside, or values the config validation refuses
+    first = blocks - nextn
     out = {}
     for name, info in canonical.items():
         m = re.match(r"^model\.layers\.(\d+)\.(.+)$", name)
@@ -99,3 +98,7 @@ def set_aside_mtp(canonical: dict, meta: dict, arch: str) -> dict:
             name = "mtp." + name
         out[name] = info
     return out
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

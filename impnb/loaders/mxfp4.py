@@ -1,9 +1,9 @@
 """MXFP4Tensor: an OCP MX FP4 weight as checkpoints store it (compressed-tensors mxfp4-pack-quantized, gpt-oss).
 
 Dimensions: E = experts (optional leading axes), N = output features, K = logical input features, K % 32 == 0.
-    packed uint8 [..., N, K/2]    two E2M1 codes a byte, element 2i in the low nibble (numerics-spec 1.2; gpt-oss
+    packed uint8 [..., N, K/2]    two E2M1 codes a byte, element 2i in the low nibble (docs/numerics.md 1.2; gpt-oss
                                   `*_blocks` [..., N, K/32, 16] is the same bytes, reshaped for free)
-    scales uint8 [..., N, K/32]   E8M0 exponents: scale = 2^(e - 127); e = 0xFF is NaN (numerics-spec 4)
+    scales uint8 [..., N, K/32]   E8M0 exponents: scale = 2^(e - 127); e = 0xFF is NaN (docs/numerics.md 4)
 There is no per-tensor scale. x = e2m1(code) * 2^(e - 127).
 
 This is NOT NVFP4: the group is 32, not 16, and the scale is a power of two (E8M0), not FP8 E4M3 with a global

@@ -79,7 +79,7 @@ BLOCK_NAMES = {
     "ffn_gate_inp_shexp": "mlp.shared_expert_gate",
 }
 
-# Gemma runs four norms per layer: ffn_norm is the PRE-feed-forward norm there (seed 000: dropping it ran the FFN
+# Gemma runs four norms per layer: ffn_norm is the PRE-feed-forward norm there (dropping it runs the FFN
 # unnormalised), and post_attention_norm is the attention output norm.
 _GEMMA_BLOCK = {"ffn_norm": "pre_feedforward_layernorm"}
 ARCH_BLOCK_OVERRIDES = {"gemma2": _GEMMA_BLOCK, "gemma3": _GEMMA_BLOCK, "gemma3n": _GEMMA_BLOCK,

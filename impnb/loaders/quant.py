@@ -2,7 +2,7 @@
 
 Dimensions: M = a module (Linear) name, N = output features, K = logical input features, E = experts.
 
-Detection (numerics-spec 3.1, 3.2, 4) dispatches on config.json quantization_config.quant_method FIRST, because a
+Detection (docs/numerics.md 3.1, 3.2, 4) dispatches on config.json quantization_config.quant_method FIRST, because a
 ModelOpt config_groups block looks like compressed-tensors:
     "compressed-tensors": config_groups[*].format (or the top-level format) "nvfp4-pack-quantized" -> NVFP4,
                           "mxfp4-pack-quantized" -> MXFP4; "dense" groups carry no packed tensors.
@@ -27,13 +27,13 @@ The tensor level must agree with the config: F8_E4M3 scale + group 16 + a global
 group 32 + no global scale is MXFP4; anything else (and packed tensors in a module the ignore list leaves
 unquantized, or quantized tensors without a quantization config) is a FormatError. A global scale of 0, inf or NaN
 is kept and warned about (the layer contributes zeros); fused q/k/v or gate/up shards with different global
-scales are warned about (numerics-spec 5.15).
+scales are warned about (docs/numerics.md 3.3).
 """
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
-import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -42,6 +42,8 @@ import numpy as np
 from ..errors import FormatError, Unsupported
 from ..formats import NVFP4Tensor
 from .mxfp4 import MXFP4Tensor
+from .safe_regex import MAX_PATTERN_CHARS, SafeRegex
+from .tables import check_dense_dtypes
 
 CT_FORMATS = {"nvfp4-pack-quantized": "nvfp4", "mxfp4-pack-quantized": "mxfp4", "dense": None}
 MODELOPT_ALGOS = {"NVFP4": "nvfp4", "W4A16_NVFP4": "nvfp4", "NVFP4_AWQ": "nvfp4",
@@ -49,6 +51,7 @@ MODELOPT_ALGOS = {"NVFP4": "nvfp4", "W4A16_NVFP4": "nvfp4", "NVFP4_AWQ": "nvfp4"
 GROUP = {"nvfp4": 16, "mxfp4": 32}
 SCALE_KIND = {"F8_E4M3": "nvfp4", "U8": "mxfp4", "F8_E8M0": "mxfp4"}
 FUSED_FAMILIES = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("w1", "w3"))
+MAX_IGNORE_PATTERNS = 4096    # released configs list at most a few hundred modules
 
 
 class FusedScaleWarning(UserWarning):
@@ -104,11 +107,23 @@ def _is_modelopt_file(hq) -> bool:
 
 
 def _patterns(value) -> tuple:
+    """The ignore list, every entry checked now (before any tensor is read): "re:" entries compile to a
+    backtracking-free matcher (impnb/loaders/safe_regex.py)."""
     if value is None:
         return ()
-    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        raise FormatError(f"quantization ignore list must be a list of strings, got {str(value)[:80]}")
+    if (not isinstance(value, list) or len(value) > MAX_IGNORE_PATTERNS
+            or not all(isinstance(p, str) and len(p) <= MAX_PATTERN_CHARS + 3 for p in value)):
+        raise FormatError(f"quantization ignore list must be a list of at most {MAX_IGNORE_PATTERNS} strings of at "
+                          f"most {MAX_PATTERN_CHARS} characters, got {str(value)[:80]}")
+    for p in value:
+        if p.startswith("re:"):
+            _regex(p[3:])
     return tuple(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _regex(pattern: str) -> SafeRegex:
+    return SafeRegex(pattern, "quantization ignore pattern")
 
 
 def _check_group_size(kind, weights, where) -> None:
@@ -172,21 +187,19 @@ def _detect_modelopt(qc, hq) -> QuantScheme:
 
 
 def is_ignored(module: str, patterns) -> bool:
-    """CT: exact name or "re:" regex (re.match); ModelOpt/gpt-oss: fnmatch. A pattern naming a parent counts."""
+    """CT: exact name or "re:" regex (re.match semantics, matched without backtracking); ModelOpt/gpt-oss:
+    fnmatch. A pattern naming a parent counts."""
     for p in patterns:
         if p.startswith("re:"):
-            try:
-                if re.match(p[3:], module):
-                    return True
-            except re.error as exc:
-                raise FormatError(f"quantization ignore pattern {p!r} is not a valid regex ({exc})") from None
+            if _regex(p[3:]).match(module):
+                return True
         elif fnmatch.fnmatchcase(module, p) or fnmatch.fnmatchcase(module, p + ".*"):
             return True
     return False
 
 
 def _group(packed_info, scale_info, module) -> int:
-    """Group size implied by the [.., N, K/2] packed / [.., N, K/G] scale shape pair (seed 002 F6)."""
+    """Group size implied by the [.., N, K/2] packed / [.., N, K/G] scale shape pair."""
     ps, ss = packed_info.shape, scale_info.shape
     if packed_info.dtype != "U8" or len(ps) < 2:
         raise FormatError(f"{module}: packed weight must be U8 with >= 2 axes, got {packed_info.dtype} {list(ps)}")
@@ -220,18 +233,26 @@ def _nvfp4(packed, scales, gs, layout, name) -> NVFP4Tensor | tuple:
 # ------------------------------------------------------------------------------------------------ assembly
 
 
-def assemble(infos: dict, get, scheme: QuantScheme | None) -> tuple[dict, QuantReport]:
-    """infos: name -> TensorInfo (safetensors dtype strings), get(name) -> array. Returns (tensors, report)."""
+def assemble(infos: dict, get, scheme: QuantScheme | None, source="checkpoint") -> tuple[dict, QuantReport]:
+    """infos: name -> TensorInfo (safetensors dtype strings), get(name) -> array. Returns (tensors, report).
+    Every tensor left dense must have a float dtype, and a quantized weight must not also be stored dense."""
     report = QuantReport()
     if scheme is None:
         _refuse_undeclared(infos)
+        check_dense_dtypes({name: info.dtype for name, info in infos.items()}, source)
         return {name: get(name) for name in infos}, report
     if scheme.method == "mxfp4":
         built, consumed = _assemble_gpt_oss(infos, get, scheme)
     else:
         built, consumed = _assemble_linear(infos, get, scheme, report)
     report.quantized = len(built)
-    tensors = {name: get(name) for name in infos if name not in consumed}
+    dense = {name: info.dtype for name, info in infos.items() if name not in consumed}
+    both = sorted(set(dense) & set(built))
+    if both:
+        raise FormatError(f"{source}: {both[0]!r} is stored both dense and quantized ({len(both)} such weight(s)); "
+                          f"a checkpoint must store each weight once")
+    check_dense_dtypes(dense, source)
+    tensors = {name: get(name) for name in dense}
     tensors.update(built)
     _check_fused(built, report)
     return tensors, report
@@ -352,5 +373,5 @@ def _check_fused(built: dict, report: QuantReport) -> None:
         if len(scales) > 1 and len(set(scales.values())) > 1 and finite:
             report.fused_scale_mismatch.append(parent)
             warnings.warn(f"{parent}: fused shards {sorted(scales)} carry different NVFP4 global scales {scales}; "
-                          f"a fused GEMM would need their FP8 block scales recomputed (numerics-spec 5.15)",
+                          f"a fused GEMM would need their FP8 block scales recomputed (docs/numerics.md 3.3)",
                           FusedScaleWarning, stacklevel=3)

@@ -8,14 +8,15 @@ File layout (https://github.com/huggingface/safetensors, README "Format"):
 
 Why our own parser: the `safetensors` package cannot hand F8_E4M3 (or F8_E8M0 / F4) tensors to NumPy, and NVFP4
 checkpoints store their block scales as F8_E4M3. Parsing the header ourselves also lets us validate it the way the
-loader audit of seed 002 (F3-F8) asks, with every failure a FormatError naming the file and the tensor:
-    - N read as a Python int (no overflow), N <= 128 MiB (MAX_HEADER_BYTES), N <= file size - 8;
+untrusted input requires, with every failure a FormatError naming the file and the tensor:
+    - N read as a Python int (no overflow), N <= 32 MiB (MAX_HEADER_BYTES), N <= file size - 8;
     - strict UTF-8, strict JSON (no NaN/Infinity, no duplicate keys at any depth), a JSON object at the top;
     - "__metadata__" maps str -> str;
     - per tensor: exactly the keys dtype/shape/data_offsets, a known dtype, a shape that is a list of at most
       MAX_NDIM non-negative ints whose product fits int64, two int offsets (bools/floats/strings rejected) with
       0 <= b <= e <= data length and e - b == numel x bits / 8;
-    - no two tensors overlap; gaps and trailing bytes are allowed by the format but reported (GapWarning).
+    - the tensors tile the data region exactly (no overlap, no hole, no trailing byte), as the format requires:
+      a header length off by a few bytes, which would shift every tensor, cannot pass.
 Validation holds O(header) memory: the data region is only mapped, never read.
 
 Views: a tensor comes back as a read-only NumPy view into the file's mmap (no copy). NumPy dtypes:
@@ -29,7 +30,6 @@ import json
 import math
 import mmap
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +38,9 @@ import numpy as np
 
 from ..errors import FormatError
 
-MAX_HEADER_BYTES = 128 * 1024 * 1024  # seed 002 F7 / its ADR 0002: real headers are < 1 MiB
+MAX_HEADER_BYTES = 32 * 1024 * 1024   # real headers are < 2 MiB; a parsed header takes about 15x its size
 MAX_NDIM = 16
+MAX_JSON_DEPTH = 64                   # JSON side files nest a few levels (tokenizer.json's deepest is about 8)
 INT64_MAX = 2**63 - 1
 
 # safetensors dtype -> (bits per element, NumPy dtype of the view)
@@ -116,19 +117,40 @@ def _header_length(path, head: bytes, file_size: int) -> int:
     return n
 
 
-def parse_json_object(path, raw: bytes, what: str = "safetensors header") -> dict:
-    """Strict JSON: UTF-8, no duplicate keys at any depth, no NaN/Infinity, an object at the top."""
+def parse_json_object(path, raw: bytes, what: str = "safetensors header", max_depth: int = MAX_JSON_DEPTH) -> dict:
+    """Strict JSON: UTF-8, no duplicate keys at any depth, no NaN/Infinity, nesting at most ``max_depth`` deep,
+    an object at the top."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FormatError(f"{what} {path}: not valid UTF-8 ({exc})") from None
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, duplicates, int digit limit, deep nesting
-        raise FormatError(f"{what} {path}: not valid JSON: {str(exc)[:200]}") from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # syntax, duplicates, int digits, deep nesting
+        raise FormatError(f"{what} {path}: not valid JSON: {str(exc)[:200] or type(exc).__name__}") from None
     if not isinstance(obj, dict):
         raise FormatError(f"{what} {path}: a JSON {type(obj).__name__}, not an object")
+    depth = json_depth(obj, max_depth)
+    if depth > max_depth:
+        raise FormatError(f"{what} {path}: JSON nested deeper than {max_depth} levels")
     return obj
+
+
+def json_depth(obj, limit: int) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0), counted without recursion; stops past ``limit``."""
+    deepest, stack = 0, [(obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = value.values()
+        elif not isinstance(value, list):
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((v, depth) for v in value if isinstance(v, (dict, list)))
+    return deepest
 
 
 def _is_int(x) -> bool:
@@ -146,12 +168,12 @@ def _check_metadata(path, meta) -> dict:
 def _check_shape(path, name, shape) -> tuple[int, ...]:
     if not isinstance(shape, list) or len(shape) > MAX_NDIM:
         raise _fail(path, f"shape must be a list of at most {MAX_NDIM} ints, got {str(shape)[:80]}", name)
-    numel = 1
+    bound = 1
     for d in shape:
         if not _is_int(d) or d < 0:
             raise _fail(path, f"shape {str(shape)[:80]} has an entry that is not a non-negative int", name)
-        numel *= d
-        if numel > INT64_MAX:
+        bound *= max(d, 1)   # a zero-size dimension counts as 1: it cannot hide a huge other one
+        if bound > INT64_MAX:
             raise _fail(path, f"shape {str(shape)[:80]} has more elements than int64 can count", name)
     return tuple(shape)
 
@@ -181,18 +203,24 @@ def _check_entry(path, name, entry, data_len: int) -> TensorInfo:
 
 
 def _check_layout(path, infos: list[TensorInfo], data_len: int) -> None:
-    """No overlaps (error); gaps and trailing bytes (warning)."""
-    spans = sorted((t for t in infos if t.nbytes), key=lambda t: (t.begin, t.end))
-    covered, prev, gaps = 0, None, 0
+    """The tensors tile the data region exactly, as the format requires ("the byte buffer needs to be entirely
+    indexed, and cannot contain holes"): sorted by offset, each starts where the previous one ended and the last
+    ends at the end of the file. So overlaps, gaps, trailing bytes and a header length that is off by some bytes
+    (which would shift every tensor) are all errors."""
+    spans = sorted(infos, key=lambda t: (t.begin, t.end))
+    covered, prev = 0, None
     for t in spans:
-        if prev is not None and t.begin < prev.end:
+        if t.begin < covered:
             raise _fail(path, f"bytes [{t.begin}, {t.end}) overlap tensor {prev.name!r} [{prev.begin}, {prev.end})",
                         t.name)
-        gaps += t.begin > covered
-        covered, prev = t.end, t
-    if gaps or covered < data_len:
-        warnings.warn(f"safetensors {path}: {gaps} gap(s) between tensors and {data_len - covered} trailing "
-                      f"byte(s) in the data region that no tensor claims", GapWarning, stacklevel=4)
+        if t.begin > covered:
+            raise _fail(path, f"data starts at byte {t.begin} but the tensors before it end at byte {covered}: the "
+                              f"data region has a hole (or the header length is wrong)", t.name)
+        if t.nbytes:
+            covered, prev = t.end, t
+    if covered != data_len:
+        raise _fail(path, f"the tensors end at byte {covered} of a {data_len}-byte data region: {data_len - covered} "
+                          f"trailing bytes (is the header length {data_len - covered} bytes short?)")
 
 
 def parse_header(path, head: bytes, file_size: int) -> tuple[int, dict, dict[str, TensorInfo]]:

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
-from .safetensors import MAX_HEADER_BYTES, GapWarning, SafetensorsFile, TensorInfo, parse_json_object
+from .jsonfile import read_json_file
+from .safetensors import GapWarning, SafetensorsFile, TensorInfo
 
 INDEX_NAME = "model.safetensors.index.json"
 
@@ -40,17 +41,6 @@ class SafetensorsCheckpoint:
         return self._where[name].tensor(name)
 
 
-def _read_json_file(path, what: str):
-    try:
-        size = os.path.getsize(path)
-        if size > MAX_HEADER_BYTES:
-            raise FormatError(f"{what} {path}: {size} bytes exceeds the {MAX_HEADER_BYTES}-byte cap")
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise FormatError(f"{what} {path}: cannot read ({exc})") from None
-    return parse_json_object(path, raw, what)
-
-
 def _plain_filename(index_path, name) -> bool:
     return (isinstance(name, str) and name.endswith(".safetensors") and name == os.path.basename(name)
             and name not in (".", "..") and "\\" not in name)
@@ -58,7 +48,7 @@ def _plain_filename(index_path, name) -> bool:
 
 def _from_index(index_path: Path) -> SafetensorsCheckpoint:
     """Validate model.safetensors.index.json: its files exist, and each tensor is in the file it names."""
-    index = _read_json_file(index_path, "safetensors index")
+    index = read_json_file(index_path, "safetensors index")
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise FormatError(f"safetensors index {index_path}: 'weight_map' must be a non-empty object")

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
+from pathlib import Path
 
 from ..errors import ImpnbError
 from .convert import quantize_checkpoint
@@ -36,26 +39,66 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+MIN_SHARD_GB = 0.001   # 1 MB: smaller shards only multiply files
+
+
+def check_arguments(args) -> tuple[Path, list | None]:
+    """Everything the command line can get wrong, before any model file is read: -> (model path, prompts)."""
+    from ..api import resolve_model_path
+    if not (math.isfinite(args.max_shard_gb) and args.max_shard_gb >= MIN_SHARD_GB):
+        raise ValueError(f"--max-shard-gb must be a number >= {MIN_SHARD_GB}, got {args.max_shard_gb}")
+    if args.eval_tokens < 2:
+        raise ValueError(f"--eval-tokens must be at least 2, got {args.eval_tokens}")
+    for pattern in args.ignore:
+        if pattern.startswith("re:"):
+            try:
+                re.compile(pattern[3:])
+            except re.error as exc:
+                raise ValueError(f"--ignore {pattern!r} is not a valid regex ({exc})") from None
+    source = resolve_model_path(args.model)
+    if source.is_file() and source.stat().st_size == 0:
+        raise ValueError(f"--model {source} is an empty file")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    if out.resolve() == (source if source.is_dir() else source.parent).resolve():
+        raise ValueError(f"--out {out} is the source checkpoint's own directory; its weight files would be replaced")
+    return source, _calibration_prompts(args.calibration)
+
+
+def _calibration_prompts(path) -> list | None:
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            prompts = [line.rstrip("\n") for line in f if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--calibration {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not prompts:
+        raise ValueError(f"--calibration {path} holds no prompt (one per line)")
+    return prompts
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    prompts = None
-    if args.calibration:
-        with open(args.calibration, encoding="utf-8") as f:
-            prompts = [line.rstrip("\n") for line in f if line.strip()]
     try:
-        report = quantize_checkpoint(args.model, args.out, layout=args.layout, ignore=args.ignore,
+        source, prompts = check_arguments(args)
+        report = quantize_checkpoint(str(source), args.out, layout=args.layout, ignore=args.ignore,
                                      quantize_lm_head=args.quantize_lm_head, w4a4=args.w4a4, calibration=prompts,
                                      dtype=args.dtype, progress=not args.quiet, backend=args.backend,
                                      max_shard_bytes=int(args.max_shard_gb * 1e9))
-    except (ImpnbError, FileNotFoundError, ValueError) as exc:  # e.g. an architecture it cannot write yet
-        print(f"error: {exc}", file=sys.stderr)
+        print(report.summary(), file=sys.stderr)
+        if args.eval:
+            from ..eval import compare_models
+            result = compare_models(args.model, args.out, n_tokens=args.eval_tokens, w4a4=args.w4a4,
+                                    progress=not args.quiet)
+            print(result.table())
+    except (ImpnbError, OSError, ValueError) as exc:
+        print(f"error: {' '.join(str(exc).split())[:2000]}", file=sys.stderr)
         return 2
-    print(report.summary(), file=sys.stderr)
-    if args.eval:
-        from ..eval import compare_models
-        result = compare_models(args.model, args.out, n_tokens=args.eval_tokens, w4a4=args.w4a4,
-                                progress=not args.quiet)
-        print(result.table())
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
     return 0
 
 

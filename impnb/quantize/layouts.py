@@ -1,6 +1,6 @@
 """The two NVFP4 checkpoint conventions as a writer sees them: tensor names, dtypes, shapes and config JSON.
 
-Per quantized Linear ``<m>`` (numerics-spec 3.1 / 3.2; N = out features, K = in features):
+Per quantized Linear ``<m>`` (docs/numerics.md 3.1 / 3.2; N = out features, K = in features):
 
     compressed-tensors (llm-compressor NVFP4A16 / NVFP4 presets)  |  ModelOpt (unified HF export)
     <m>.weight_packed        U8       [N, K/2]                     |  <m>.weight          U8       [N, K/2]

@@ -52,6 +52,8 @@ def load_source(spec: str) -> Source:
         raise Unsupported(f"{path} is already quantized ({ckpt.quantization}); quantize an unquantized checkpoint")
     if ckpt.config is None:
         raise FormatError(f"{path}: no config.json (or GGUF metadata) to take the architecture from")
+    from ..loaders import check_config_against_tensors
+    check_config_against_tensors(ckpt)
     if ckpt.format == "gguf":
         return _from_gguf(path, ckpt)
     return _from_hf(path, ckpt)

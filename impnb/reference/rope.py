@@ -56,7 +56,10 @@ def rope(x, positions, inv_freq, *, style="neox", attention_scaling=1.0):
 
 
 def rope_inv_freq(rope_cfg, head_dim: int, max_position_embeddings: int | None = None):
-    """(inv_freq float32 [F], attention_scaling float) for an impnb.config.RopeConfig at this head_dim."""
+    """(inv_freq float32 [F], attention_scaling float) for an impnb.config.RopeConfig at this head_dim.
+    Parameters outside their range (a base or factor that is not finite and > 0, a partial factor outside
+    (0, 1], a non-positive original context) raise ValueError: each would make the frequencies inf or NaN."""
+    _check_range(rope_cfg, head_dim, max_position_embeddings)
     kind = rope_cfg.kind
     if kind == "proportional":
         inv = _proportional(rope_cfg, head_dim)
@@ -77,6 +80,20 @@ def rope_inv_freq(rope_cfg, head_dim: int, max_position_embeddings: int | None =
             raise ValueError(f"rope freq_factors has {factors.shape[0]} entries for {inv.shape[0]} frequencies")
         inv = inv / factors
     return inv.astype(np.float32), float(scaling)
+
+
+def _check_range(cfg, head_dim, max_pos) -> None:
+    if isinstance(head_dim, bool) or not isinstance(head_dim, (int, np.integer)) or head_dim < 2:
+        raise ValueError(f"rope: head_dim must be an integer >= 2, got {head_dim!r}")
+    for name in ("theta", "factor"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float, np.number)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"rope: {name} must be a finite number > 0, got {value!r}")
+    if not 0 < cfg.partial_rotary_factor <= 1:
+        raise ValueError(f"rope: partial_rotary_factor must lie in (0, 1], got {cfg.partial_rotary_factor!r}")
+    orig = cfg.original_max_position_embeddings or max_pos
+    if cfg.kind in ("llama3", "yarn") and not (orig and orig > 0):
+        raise ValueError(f"rope {cfg.kind}: the original context must be > 0, got {orig!r}")
 
 
 def _proportional(cfg, head_dim):
