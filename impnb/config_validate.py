@@ -307,7 +307,9 @@ def _unwrap(value):
 
 # ------------------------------------------------------------------------------------------------------ model
 def check_model(config, source: str):
-    """Cross-field rules of a built ModelConfig (see the module docstring); returns ``config``."""
+    """Cross-field rules of a built ModelConfig (see the module docstring); returns ``config`` (with special-token
+    ids outside the vocabulary dropped)."""
+    config = _special_ids_in_vocab(config, source)
     _check_globals(config, source)
     checked_ropes = set()
     for lc in config.layers:
@@ -324,15 +326,26 @@ def check_model(config, source: str):
     return config
 
 
+def _special_ids_in_vocab(c, source: str):
+    """BOS / EOS ids outside [0, vocab_size) name no token of this model (small test checkpoints keep the ids of
+    the model they were cut from; transformers loads them): they are dropped with a warning, never used."""
+    bad = [t for t in (c.bos_token_id, *c.eos_token_ids) if t is not None and not 0 <= t < c.vocab_size]
+    if not bad:
+        return c
+    import warnings
+    from dataclasses import replace
+    warnings.warn(f"{source}: special-token ids {bad} are outside the vocabulary of {c.vocab_size} tokens and are "
+                  f"ignored", stacklevel=3)
+    eos = tuple(t for t in c.eos_token_ids if 0 <= t < c.vocab_size)
+    bos = c.bos_token_id if c.bos_token_id is None or 0 <= c.bos_token_id < c.vocab_size else None
+    return replace(c, bos_token_id=bos, eos_token_ids=eos)
+
+
 def _check_globals(c, source) -> None:
     EPS.check(c.rms_eps, source, "rms_norm_eps")
     POSITIVE.check(c.embedding_scale, source, "embedding_scale")
     for name in ("final_softcap", "attn_softcap"):
         Nullable(POSITIVE).check(getattr(c, name), source, name)
-    ids = [("bos_token_id", c.bos_token_id)] + [("eos_token_id", e) for e in c.eos_token_ids]
-    for name, token in ids:
-        if token is not None and not 0 <= token < c.vocab_size:
-            raise ConfigError(source, name, token, f"must be a token id below vocab_size {c.vocab_size}")
     if c.qk_norm_dim is not None and any(lc.head_dim % c.qk_norm_dim for lc in c.layers):
         raise ConfigError(source, "qk_norm_dim", c.qk_norm_dim, "must divide every layer's head_dim")
 

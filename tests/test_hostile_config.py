@@ -72,7 +72,6 @@ def test_known_but_unsupported_values_are_unsupported():
     ({**LLAMA, "head_dim": 7}, "partial_rotary_factor"),                    # rotary pairs need an even head
     ({**LLAMA, "partial_rotary_factor": 0.01}, "partial_rotary_factor"),    # rotary dim 0
     ({**LLAMA, "num_attention_heads": 64}, "num_attention_heads"),          # head_dim 32 // 64 = 0
-    ({**LLAMA, "eos_token_id": [2, 64]}, "eos_token_id"),                   # id 64 of a 64-token vocabulary
     ({**GEMMA3, "sliding_window_pattern": 0}, "sliding_window_pattern"),    # period 0: modulo by zero
     ({**GEMMA3, "query_pre_attn_scalar": 0}, "query_pre_attn_scalar"),
     ({**GEMMA3, "query_pre_attn_scalar": 1e-300}, "attention scale"),       # 1e150: inf in float32
@@ -84,6 +83,15 @@ def test_known_but_unsupported_values_are_unsupported():
 ])
 def test_cross_field_rules(config, field):
     _refused(config, field)
+
+
+def test_special_token_ids_outside_the_vocabulary_are_ignored_with_a_warning():
+    """Small checkpoints cut from a real model keep its BOS / EOS ids (transformers loads them): the ids name no
+    token of this model, so they are dropped (never a stop id, never prepended), with a warning."""
+    with pytest.warns(UserWarning, match=r"\[99999, 64\] are outside the vocabulary of 64"):
+        cfg = ModelConfig.from_hf({**LLAMA, "eos_token_id": [2, 64], "bos_token_id": 99999})
+    assert cfg.eos_token_ids == (2,) and cfg.bos_token_id is None
+    _refused({**LLAMA, "eos_token_id": [2, -1]}, "eos_token_id")  # not a token id at all
 
 
 def test_accepted_configs_give_finite_rope_everywhere():
@@ -120,7 +128,7 @@ def _gguf(arch="llama", **keys) -> dict:
     ("block_count", "2"), ("block_count", 0), ("block_count", 2**63), ("attention.head_count", 0),
     ("attention.head_count", [4, 4, 4]), ("context_length", 0), ("rope.freq_base", float("nan")),
     ("attention.layer_norm_rms_epsilon", 0.0), ("attention.sliding_window", -5), ("attention.key_length", 2**20),
-    ("tokenizer.ggml.eos_token_id", 64), ("tokenizer.ggml.bos_token_id", -1),
+    ("tokenizer.ggml.eos_token_id", "2"), ("tokenizer.ggml.bos_token_id", -1),
 ])
 def test_gguf_metadata_is_checked(key, value):
     with pytest.raises(ConfigError) as info:

@@ -199,7 +199,7 @@ def gguf_real(source: Path | None) -> list[Case]:
         for value in (0.0, -1.0, NAN, INF):
             put(f"{suffix}={value}", f"{arch}.{suffix}", struct.pack("<f", value))
     for key in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.bos_token_id"):
-        put(f"{key}=2**31", key, struct.pack("<I", 2**31))
+        put(f"{key}=2**31", key, struct.pack("<I", 2**31), "either")  # refused as a type, or ignored
     for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"):
         if key in values:
             at = values[key][0] + 4
