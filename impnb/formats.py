@@ -1,14 +1,14 @@
 """NVFP4Tensor: a weight in NVFP4 (two-level scaled FP4), in either checkpoint convention.
 
 Shapes (N = output features, K = logical input features, K % 16 == 0):
-    packed       uint8 [N, K/2]    two E2M1 codes per byte, element 2i in the low nibble (numerics-spec 1.2)
+    packed       uint8 [N, K/2]    two E2M1 codes per byte, element 2i in the low nibble (docs/numerics.md §1.2)
     scales       uint8 [N, K/16]   FP8 E4M3FN bytes, one per 16 consecutive elements along K, linear row-major
     global_scale float32 scalar    the per-tensor scalar *as the layout stores it*:
         layout "compressed-tensors": weight_global_scale, a DIVISOR   x = q * (s / gs)
         layout "modelopt":           weight_scale_2,      a MULTIPLIER x = q * s * ws2
-    The two are reciprocal (ws2 = 1 / gs); the packed and scale bytes mean the same in both (numerics-spec 3.3).
+    The two are reciprocal (ws2 = 1 / gs); the packed and scale bytes mean the same in both (docs/numerics.md §3.3).
 
-The logical K is 2 x packed.shape[1], never packed.shape[1] (seed 000: the packed-vs-logical K bug).
+The logical K is 2 x packed.shape[1], never packed.shape[1] (reading the packed width as K is a known bug).
 Arrays may be NumPy or CuPy; ``to_host()`` gives a NumPy copy.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Split a reply into its reasoning and its content (the user-facing answer), for channel-trained chat models.
 
 An engine once only stripped the channel markers and left every channel's body in the answer, so the chain of
-thought showed up ahead of the final answer (seed 000). The layouts handled:
+thought showed up ahead of the final answer. The layouts handled:
 
   * Gemma-4:  ``<|channel>thought\\n BODY <channel|> ANSWER`` -- a header ``<|channel>NAME`` opens a channel; a bare
     ``<channel|>`` ENDS the current channel and hands back to the default (answer) channel.

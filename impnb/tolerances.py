@@ -173,15 +173,15 @@ def _attention_output_scale(args, kwargs):
 TOLERANCES: dict[str, dict[str, object]] = {
     # ---- formats: fp8 / fp4 / nvfp4 (op core) ----
     "fp8_e4m3_encode": {"*": Exact("a codec: RNE on the E4M3 grid then the SATFINITE / NaN overflow policy is one "
-                                   "defined byte per input (numerics-spec 2.2); any difference is a bug")},
+                                   "defined byte per input (docs/numerics.md §2); any difference is a bug")},
     "fp8_e4m3_decode": {"*": Exact("every E4M3 value is exact in float32; 0x7F / 0xFF decode to the NaN "
                                    "0x7FC00000 / 0xFFC00000 (the reference's bits, ml_dtypes' too)")},
-    "e2m1_encode": {"*": Exact("a codec: RNE with +-6 saturation, sign rules of numerics-spec 1.3; one code per input")},
+    "e2m1_encode": {"*": Exact("a codec: RNE with +-6 saturation, sign rules of docs/numerics.md §1.3; one code per input")},
     "e2m1_decode": {"*": Exact("a 16-entry table of exact float32 values (0x8 is -0.0)")},
     "fp4_pack": {"*": Exact("bit packing: element 2i in the low nibble; nothing is computed")},
     "fp4_unpack": {"*": Exact("bit unpacking: the inverse of fp4_pack")},
     "nvfp4_quantize": {"*": Exact("bytes of a checkpoint: every step is one correctly rounded float32 operation in "
-                                  "the producer's order (numerics-spec 3.1/3.2), so the packed bytes, scale bytes "
+                                  "the producer's order (docs/numerics.md §3.1, §3.2), so the packed bytes, scale bytes "
                                   "and global scale are defined exactly; the reference matches compressed-tensors "
                                   "0.20 and ModelOpt 0.47 byte for byte (tests/test_oracle_quant.py)")},
     "nvfp4_dequantize": {"*": Exact("one rounding per element: q * fl32(s / gs) (compressed-tensors) or "
@@ -189,7 +189,7 @@ TOLERANCES: dict[str, dict[str, object]] = {
                                     "per-layout order (true division, no reciprocal of gs, no FMA) is bit-identical")},
     "nvfp4_gemv": {"*": ScaledError(2.0, _nvfp4_abs_dot,
                                     "float32 dot products of K terms (+2 steps for a fast path that applies the block "
-                                    "scale after a 16-term sum), normalised by |W|.|x| (numerics-spec 6.7): each path "
+                                    "scale after a 16-term sum), normalised by |W|.|x| (docs/numerics.md): each path "
                                     "is within Higham-Mary's probabilistic bound ~8 sqrt(K+2) u of the exact product, "
                                     "so the two differ by <= 2x that (850 u at K = 2816). Measured max error of "
                                     "float32 orders vs float64, in u: reference 0.6-2.3, BLAS 0.6-2.5, sequential "

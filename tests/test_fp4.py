@@ -1,4 +1,4 @@
-"""Conformance of the E2M1 codec and nibble packing (impnb/reference/fp4.py) to numerics-spec 1 and 6.1/6.2/6.5.
+"""Conformance of the E2M1 codec and nibble packing (impnb/reference/fp4.py) to docs/numerics.md §1.
 
 Independent oracle: ml_dtypes' float4_e2m1fn (RNE, saturating); it differs from compressed-tensors only on the
 sign of zero (-0.0 -> 0x8 in ml_dtypes, 0x0 in compressed-tensors), which the comparisons allow for by value.
@@ -15,7 +15,7 @@ from impnb.conformance.cases.fp4 import e2m1_ties
 
 F32 = np.float32
 
-# (tie, code just below it, code at the tie = the even one, code just above it): numerics-spec 1.3
+# (tie, code just below it, code at the tie = the even one, code just above it): docs/numerics.md §1.3
 TIE_TABLE = [(0.25, 0x0, 0x0, 0x1), (0.75, 0x1, 0x2, 0x2), (1.25, 0x2, 0x2, 0x3), (1.75, 0x3, 0x4, 0x4),
              (2.5, 0x4, 0x4, 0x5), (3.5, 0x5, 0x6, 0x6), (5.0, 0x6, 0x6, 0x7)]
 TIE_CASES = [(tie, side, sign) for tie, *_ in TIE_TABLE for side in ("below", "at", "above") for sign in (1, -1)]

@@ -1,7 +1,7 @@
-"""Conformance of the FP8 E4M3FN codec (impnb/reference/fp8.py) to numerics-spec 2 and 6.3/6.4.
+"""Conformance of the FP8 E4M3FN codec (impnb/reference/fp8.py) to docs/numerics.md §2.
 
 Independent oracle: ml_dtypes' float8_e4m3fn cast, which is RNE with NaN on overflow; the saturating encoder must
-equal ``ml_dtypes(clip(x, -448, 448))`` with NaN passed through as 0x7F | sign (numerics-spec 2.2).
+equal ``ml_dtypes(clip(x, -448, 448))`` with NaN passed through as 0x7F | sign (docs/numerics.md §2).
 The reference is looked up through its module at call time, so tests/test_seed_bugs.py can inject a bug.
 """
 import ml_dtypes
@@ -69,7 +69,7 @@ def test_decode_rejects_non_codes(bad):
         ref.fp8_e4m3_decode(bad)
 
 
-# ---- encode: the canonical table, one test per case (numerics-spec 2.2) ------------------------------------------
+# ---- encode: the canonical table, one test per case (docs/numerics.md §2) ------------------------------------------
 SATURATING = [
     (256.0, 0x78), (288.0, 0x79), (300.0, 0x79), (304.0, 0x7A), (416.0, 0x7D), (432.0, 0x7E), (448.0, 0x7E),
     (464.0, 0x7E), (464.00003, 0x7E), (465.0, 0x7E), (480.0, 0x7E), (500.0, 0x7E), (1e30, 0x7E),

@@ -1,6 +1,6 @@
 """MXFP4 checkpoints built in tmp_path (compressed-tensors mxfp4-pack-quantized with U8 / F8_E8M0 scales, gpt-oss
 `*_blocks` / `*_scales`): loaded as MXFP4Tensor, dequantized against a hand computation, and never confused with
-NVFP4 (numerics-spec 4: scale dtype, group size from the shapes, no global scale)."""
+NVFP4 (docs/numerics.md §4: scale dtype, group size from the shapes, no global scale)."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +12,7 @@ from impnb.loaders.mxfp4 import MXFP4Tensor
 
 from .test_quant_checkpoints import L0, LLAMA, _module, ct_config, modelopt_config, write_dir
 
-E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6]  # numerics-spec 1.1, written out independently of impnb.reference.fp4
+E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6]  # docs/numerics.md §1.1, written out independently of impnb.reference.fp4
 
 def _mx_expected(codes, exps):
     """Hand dequant: e2m1 value * 2^(e - 127), groups of 32 along the last axis; 0xFF -> NaN."""
@@ -45,7 +45,7 @@ def test_ct_mxfp4_loads(tmp_path, rng, scale_dtype):
     ("global_scale", "no per-tensor scale"), ("e4m3_scale", "means nvfp4"), ("group16", "group 16"),
     ("nvfp4_config", "means mxfp4")])
 def test_mxfp4_inconsistencies(tmp_path, rng, case, match):
-    """Never misread MX as NVFP4 or the reverse (numerics-spec 4)."""
+    """Never misread MX as NVFP4 or the reverse (docs/numerics.md §4)."""
     codes, packed, exps = _mx_bytes(rng, (8,))
     m = _module("o_proj")
     tensors, dtypes = {f"{m}.weight_packed": packed, f"{m}.weight_scale": exps}, {f"{m}.weight_scale": "U8"}

@@ -1,4 +1,4 @@
-"""Conformance of NVFP4 quantize / dequantize / GEMV / GEMM (impnb/reference/nvfp4.py) to numerics-spec 3 and 6.6-6.8.
+"""Conformance of NVFP4 quantize / dequantize / GEMV / GEMM (impnb/reference/nvfp4.py) to docs/numerics.md §3.
 
 The formulas are checked from the outside: through the decoded codes and scales (an independent float64
 re-derivation), the per-block error bound, the two layouts against each other, and the products against float64.
@@ -154,7 +154,7 @@ def test_per_block_quantization_error_bound(seed, n, g, layout):
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2 ** 32 - 1), st.integers(1, 4), st.integers(1, 4), st.sampled_from(LAYOUTS))
 def test_layout_conversion_preserves_dequant(seed, n, g, layout):
-    """ws2 = 1/gs: the same bytes dequantize alike in the other convention, to <= 2 float32 ulp (numerics-spec 6.6)."""
+    """ws2 = 1/gs: the same bytes dequantize alike in the other convention, to <= 2 float32 ulp (docs/numerics.md)."""
     t = ref.nvfp4_quantize(_hypothesis_weight(seed, n, g, spread=12.0), layout=layout)
     other = "modelopt" if layout == "compressed-tensors" else "compressed-tensors"
     a, b = ref.nvfp4_dequantize(t), ref.nvfp4_dequantize(t.to_layout(other))

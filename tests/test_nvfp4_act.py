@@ -1,6 +1,6 @@
 """W4A4 activation quantize-dequantize (impnb/reference/nvfp4_act.py) against an independent spelling of the spec.
 
-The oracle below uses ml_dtypes' float8_e4m3fn cast (after the clamp: the saturating encoder of numerics-spec 2.2)
+The oracle below uses ml_dtypes' float8_e4m3fn cast (after the clamp: the saturating encoder of docs/numerics.md §2)
 and an E2M1 grid search with ties to the even code, not impnb's codecs.
 """
 from __future__ import annotations

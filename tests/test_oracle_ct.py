@@ -105,7 +105,7 @@ def test_ct_modelopt_converter_reads_our_modelopt_layout(checkpoints):
         w32 = dequantize(q, state["weight_scale"].float(), args=scheme.weights, dtype=torch.float32,
                          global_scale=state["weight_global_scale"].reshape(1))
         w_ours = nvfp4_dequantize(ours.tensors[m + ".weight"])
-        # CT divides by 1/ws2 where ModelOpt multiplies by ws2: equal up to one rounding of s/gs (numerics-spec 3.3)
+        # CT divides by 1/ws2 where ModelOpt multiplies by ws2: equal up to one rounding of s/gs (docs/numerics.md §3.3)
         np.testing.assert_allclose(w32.numpy(), w_ours, rtol=2.0 ** -22, atol=0)
 
 

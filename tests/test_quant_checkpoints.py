@@ -1,6 +1,6 @@
 """Quantized checkpoint directories built in tmp_path (compressed-tensors and ModelOpt NVFP4; MXFP4 is in
 test_mxfp4_checkpoints.py), loaded through impnb.load_checkpoint: conventions, detection traps, and every
-inconsistency that must be a FormatError rather than a misread (numerics-spec 3-4, seed 002 F2/F6/F8)."""
+inconsistency that must be a FormatError rather than a misread (docs/numerics.md §3, §4, seed 002 F2/F6/F8)."""
 from __future__ import annotations
 
 import json

@@ -3,9 +3,9 @@
 Dimension legend: K = elements along the last axis (even for packing); "..." = any leading axes.
 
 A code is 4 bits ``s e1 e0 m`` (exponent bias 1, no inf/NaN). value = (-1)^s * M[code & 7] with
-M = {0, 0.5, 1, 1.5, 2, 3, 4, 6}; 0x8 is -0 (numerics-spec 1.1). Decoders must treat 0x0 and 0x8 both as zero.
+M = {0, 0.5, 1, 1.5, 2, 3, 4, 6}; 0x8 is -0 (docs/numerics.md §1.1). Decoders must treat 0x0 and 0x8 both as zero.
 
-Packing (numerics-spec 1.2, compressed-tensors / ModelOpt / vLLM / PTX cvt.e2m1x2 agree): element 2i goes in the
+Packing (docs/numerics.md §1.2, compressed-tensors / ModelOpt / vLLM / PTX cvt.e2m1x2 agree): element 2i goes in the
 LOW nibble (bits 0..3) of byte i, element 2i+1 in the HIGH nibble. (GGUF's half-split order is NOT this one.)
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ TIE_GOES_UP = np.array([False, True, False, True, False, True, False])
 def e2m1_encode(x):
     """float -> E2M1 code 0..15 (uint8, same shape): round to nearest, ties to even, saturate at +-6.
 
-    Math (compressed-tensors cast_to_fp4 + its clamp, numerics-spec 1.3): with a = |x| (exact, float64),
+    Math (compressed-tensors cast_to_fp4 + its clamp, docs/numerics.md §1.3): with a = |x| (exact, float64),
         magnitude code = #{ties t below a}, counting a tie t itself only where the even code lies above it:
         a <= 0.25 -> 0; (0.25, 0.75) -> 0.5; [0.75, 1.25] -> 1; (1.25, 1.75) -> 1.5; [1.75, 2.5] -> 2;
         (2.5, 3.5) -> 3; [3.5, 5] -> 4; > 5 -> 6 (so +-inf -> +-6).

@@ -6,9 +6,9 @@ Bit layout of one code: ``s eeee mmm`` (bit 7 sign, bits 6..3 exponent with bias
     e > 0:  (-1)^s * 2^(e-7) * (1 + m/8)        0x08 = 2^-6 (smallest normal) ... 0x7E = 448 (largest)
     e = 0:  (-1)^s * 2^-6   * (m/8)              0x01 = 2^-9 (smallest subnormal); 0x80 = -0.0
     There are no infinities. Exponent field 15 is FINITE for m = 0..6 (0x78..0x7E = 256..448); only
-    0x7F / 0xFF are NaN (numerics-spec 2.1; seed 001: encoders that treat e = 15 as overflow give 0x77 = 240).
+    0x7F / 0xFF are NaN (docs/numerics.md §2; an encoder that treats e = 15 as overflow clamps to 0x77 = 240, a bug).
 
-Encoding (numerics-spec 2.2): round to nearest, ties to even, on the E4M3 grid (spacing 2^-9 below 2^-6),
+Encoding (docs/numerics.md §2): round to nearest, ties to even, on the E4M3 grid (spacing 2^-9 below 2^-6),
 overflow decided AFTER rounding: the rounded magnitude exceeds 448 exactly when |x| > 464 (464 is the tie between
 448 and the non-existent 480 and goes to the even 448).
     saturate=True  (CUDA __NV_SATFINITE, PTX cvt.rn.satfinite, torch 2.13):  overflow and +-inf -> 0x7E | sign

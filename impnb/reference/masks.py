@@ -10,8 +10,8 @@ same slot order the kernel reads K and V in, from those recorded positions:
                     and (window is None or query_pos[t] - slot_pos[s] < window)
 
 Because it never assumes slot s holds position view_start + s, it stays right across ring-buffer wrap-around and
-non-monotonic slot order (seed 003: a mask written in absolute KV coordinates but read by view index was shifted
-by ring_win_start columns -> whole rows of -inf -> NaN). ``window`` counts the query itself: window W lets a query
+non-monotonic slot order (a mask written in absolute KV coordinates but read by view index is shifted by the
+ring's start: whole rows of -inf, then NaN). ``window`` counts the query itself: window W lets a query
 see W keys (HF ``sliding_window_overlay``: kv_idx > q_idx - W).
 """
 from __future__ import annotations

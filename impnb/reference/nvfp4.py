@@ -7,14 +7,14 @@ An NVFP4Tensor (impnb/formats.py) holds packed uint8 [N, K/2] (E2M1 codes, eleme
 uint8 [N, G] (FP8 E4M3FN bytes, block g covers columns 16g..16g+15) and ONE float32 per-tensor scalar, stored as
     layout "compressed-tensors": weight_global_scale gs, a DIVISOR:     w = q * (s / gs)
     layout "modelopt":           weight_scale_2 ws2,    a MULTIPLIER:  w = q * (s * ws2)
-The packed and scale bytes mean the same in both (numerics-spec 3.3); ws2 = 1 / gs.
+The packed and scale bytes mean the same in both (docs/numerics.md §3.3); ws2 = 1 / gs.
 
 Every step below is one IEEE float32 operation (correctly rounded), in the order the producers use for float32
 weights, so a port that keeps the order reproduces the bytes. A tensor whose global scale is 0, inf or NaN is
 unusable: NVFP4Tensor warns when it is built and dequantize / gemv / gemm give zeros for it (never inf or NaN).
 Sources: compressed-tensors 0.20 (quantization/utils/helpers.py generate_gparam, calculate_qparams;
 lifecycle/forward_helpers.py _quantize/_dequantize; compressors/nvfp4/helpers.py); nvidia-modelopt 0.47
-(quantization/qtensor/nvfp4_tensor.py NVFP4QTensor). numerics-spec 3.1, 3.2, 3.4.
+(quantization/qtensor/nvfp4_tensor.py NVFP4QTensor). docs/numerics.md §3.1, §3.2, §3.4.
 """
 from __future__ import annotations
 

@@ -4,11 +4,11 @@ Dimension legend: M = rows (tokens), K = input features (K % 16 == 0), G = K / 1
 
 A W4A4 checkpoint stores one static per-tensor activation scalar per Linear (calibrated: static_minmax), and the
 per-16 block scales are computed at run time from each block's amax ("dynamic: local" in compressed-tensors'
-NVFP4 preset). The block-scale formula is the weights' (numerics-spec 3.1 "Activations (W4A4)"):
+NVFP4 preset). The block-scale formula is the weights' (docs/numerics.md §3.1 "Activations (W4A4)"):
 
     igs  = input_global_scale                    (compressed-tensors: a DIVISOR, 448*6 / amax_calibration)
          = 1 / input_scale                       (ModelOpt stores the reciprocal, a MULTIPLIER; vLLM's
-                                                  input_scale_inv; numerics-spec 3.3)
+                                                  input_scale_inv; docs/numerics.md §3.3)
     s_b  = fp8_rne(clamp(igs * (amax_b / 6), -448, 448));  s_b = 0.125 (0x20) where s_b rounds to 0
     q    = e2m1_rne(clamp(x / (s_b / igs), -6, 6))          (two float32 divisions, in this order)
     x^   = q * (s_b / igs)                                   (what the GEMM then sees)

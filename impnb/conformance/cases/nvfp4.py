@@ -1,6 +1,6 @@
 """Cross-check cases of NVFP4 quantize / dequantize / GEMV / GEMM (impnb/reference/nvfp4.py).
 
-Weights are fresh random float32 with the awkward blocks of numerics-spec 3.4 planted in them: an all-zero
+Weights are fresh random float32 with the awkward blocks of docs/numerics.md §3.4 planted in them: an all-zero
 16-block, a block whose scale underflows FP8 (CT flushes it, ModelOpt keeps 2^-9), an outlier that owns the tensor
 amax (its block scale is 448 = 0x7E: an encoder that clamps FP8 at 0x77 = 240 halves it) and bf16-representable
 values (what real checkpoints are quantized from). Both layouts. Also: blocks whose scaled values sit exactly on
@@ -27,7 +27,7 @@ _M = {"tiny": 3, "real": 8}
 
 
 def planted_weight(rng, n, k, *, bf16=False, scale=None):
-    """float32 W [N, K]: random normals times a random scale, with the numerics-spec 3.4 blocks planted."""
+    """float32 W [N, K]: random normals times a random scale, with the docs/numerics.md §3.4 blocks planted."""
     scale = np.exp2(rng.uniform(-10.0, 2.0)) if scale is None else scale
     w = (rng.standard_normal((n, k)) * scale).astype(F32)  # [N, K]
     w[0, :16] = 0.0  # an all-zero block
