@@ -39,7 +39,7 @@ def test_gguf_metadata_wins(tmp_path):
 
 
 def test_jinja_file_used_when_tokenizer_config_field_is_empty(tmp_path):
-    """Seed 000: Gemma-4 NVFP4 ships its template only in chat_template.jinja; tokenizer_config.json's is empty."""
+    """Gemma-4 NVFP4 ships its template only in chat_template.jinja; tokenizer_config.json's is empty."""
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": ""}))
     (tmp_path / "chat_template.jinja").write_text(SIMPLE)
     chat = ChatTemplate.find(tmp_path, tiny_tokenizer())

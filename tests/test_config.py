@@ -73,7 +73,7 @@ def test_gemma4_moe_dual_geometry_sized_by_the_max():
     assert (sliding.head_dim, sliding.n_kv_heads, sliding.k_eq_v) == (256, 8, False)
     assert (full.head_dim, full.n_kv_heads, full.k_eq_v) == (512, 2, True)
     assert cfg.layers[-1].kind == "full"
-    assert (cfg.max_head_dim, cfg.max_kv_heads, cfg.max_q_width) == (512, 8, 16 * 512)  # seed 000
+    assert (cfg.max_head_dim, cfg.max_kv_heads, cfg.max_q_width) == (512, 8, 16 * 512)
     assert full.rope.kind == "proportional" and full.rotary_dim == 512 and full.scale == 1.0
     inv, _ = rope_inv_freq(full.rope, 512)
     assert inv.shape == (256,) and (inv[64:] == 0).all() and (inv[:64] > 0).all()

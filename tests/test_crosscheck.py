@@ -4,7 +4,7 @@ test_crosscheck runs each op not in ops.CUDA_PENDING over every case of impnb/co
 simulator at size "tiny", on a GPU at size "real" (tests.conftest.size_class()). Ops whose CUDA path is a CuPy
 RawKernel cannot run in the simulator: they skip there with that reason (tests/test_kernels_compile.py compiles
 their .cu files in CI) and run on the GPU. The `gpu` tests below add the NVFP4 GEMV/GEMM shapes and inputs that
-matter for the fast kernel: the seed-000 MoE-expert shapes with M > 1, tails, K not a multiple of 32, unaligned
+matter for the fast kernel: the MoE-expert shapes with M > 1, tails, K not a multiple of 32, unaligned
 views, NaN block scales, large activations (fp16 range of the cuBLAS path).
 """
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _device_tensor(t: NVFP4Tensor) -> NVFP4Tensor:
 @pytest.mark.parametrize("layout", ["compressed-tensors", "modelopt"])
 @pytest.mark.parametrize("n,k", [(704, 2816), (2816, 704)])
 def test_gemm_moe_expert_shapes_every_small_m(rng, n, k, layout):
-    """Seed 000: a per-row NVFP4 GEMV loop went wrong for M > 1 at N=704 K=2816 / N=2816 K=704 (M=11 there)."""
+    """A per-row NVFP4 GEMV loop went wrong for M > 1 at N=704 K=2816 / N=2816 K=704 (M=11 there)."""
     import cupy
     t = _device_tensor(nvfp4_quantize(planted_weight(rng, n, k), layout=layout))
     run_checked("nvfp4_gemv", t, cupy.asarray(rng.standard_normal(k).astype(F32)))

@@ -6,7 +6,7 @@ GPU tests (marker ``gpu``) run on the device machine:
     the reference, for bf16 and NVFP4 weights; Gemma's prompt is longer than its 512-token window, so the ring
     buffers wrap. On a difference the failure prints the golden diff (first diverging tap) and the reference's
     top-2 logit gap at that step;
-  * graph replay == eager launches, and a replayed generation is deterministic (seed 001: no warm-up / capture
+  * graph replay == eager launches, and a replayed generation is deterministic (no warm-up / capture
     state leaks into the next generation);
   * every engine architecture's prefill logits are within the ``engine_logits`` tolerance and greedy tokens agree;
   * ``--backend check`` passes on agreement, and on a planted weight corruption names the first diverging tap and

@@ -2,7 +2,7 @@
 
 Independent oracle: ml_dtypes' float8_e4m3fn cast, which is RNE with NaN on overflow; the saturating encoder must
 equal ``ml_dtypes(clip(x, -448, 448))`` with NaN passed through as 0x7F | sign (docs/numerics.md §2).
-The reference is looked up through its module at call time, so tests/test_seed_bugs.py can inject a bug.
+The reference is looked up through its module at call time, so tests/test_known_engine_bugs.py can inject a bug.
 """
 import ml_dtypes
 import numpy as np

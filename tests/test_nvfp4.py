@@ -3,7 +3,7 @@
 The formulas are checked from the outside: through the decoded codes and scales (an independent float64
 re-derivation), the per-block error bound, the two layouts against each other, and the products against float64.
 Byte identity with compressed-tensors and ModelOpt themselves is tests/test_oracle_quant.py (needs those libraries).
-The reference is looked up through its module at call time, so tests/test_seed_bugs.py can inject a bug.
+The reference is looked up through its module at call time, so tests/test_known_engine_bugs.py can inject a bug.
 """
 import warnings
 
@@ -85,7 +85,7 @@ def test_block_scale_is_fp8_of_block_amax_over_6_in_the_tensor_domain(rng, layou
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_the_amax_block_gets_scale_448(rng, layout):
-    """The block holding the tensor amax maps it to 6 * 448: scale byte 0x7E (seed 001: 0x77 halves this block)."""
+    """The block holding the tensor amax maps it to 6 * 448: scale byte 0x7E (0x77 halves this block)."""
     w = planted_weight(rng, 5, 48)
     n, k = np.unravel_index(np.argmax(np.abs(w)), w.shape)
     t = ref.nvfp4_quantize(w, layout=layout)
@@ -221,7 +221,7 @@ def test_gemm_rows_equal_gemv_bit_for_bit(rng):
 
 @pytest.mark.parametrize("n,k", [(704, 2816), (2816, 704)], ids=["up_704x2816", "down_2816x704"])
 def test_gemm_m11_at_gemma4_expert_shapes_is_within_bound(rng, n, k):
-    """Seed 000: M > 1 at these expert shapes went wrong in a per-row loop while M = 1 worked."""
+    """M > 1 at these expert shapes went wrong in a per-row loop while M = 1 worked."""
     t = ref.nvfp4_quantize(planted_weight(rng, n, k, bf16=True), layout="compressed-tensors")
     x = rng.standard_normal((11, k)).astype(F32)
     y = ref.nvfp4_gemm(t, x)
@@ -306,7 +306,7 @@ def test_scale_shape_mismatch_is_a_format_error():
 
 
 def test_activation_length_is_the_logical_k_not_the_packed_width(rng):
-    """Seed 000: K is 2 x the packed width. A vector of packed-width length is an error, never a silent result."""
+    """K is 2 x the packed width. A vector of packed-width length is an error, never a silent result."""
     t = random_tensor(rng, 3, 32, "modelopt")
     assert t.shape == (3, 32)
     with pytest.raises(ValueError, match="K = 32"):

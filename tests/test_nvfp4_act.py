@@ -89,7 +89,7 @@ def test_registered_and_dispatched(rng):
 
 
 def test_static_scale_is_not_a_no_op():
-    """Seed 004 claimed the stored input scale is absorbed by the dynamic per-block scale. It is not: it sets the
+    """It has been claimed that the stored input scale is absorbed by the dynamic per-block scale. It is not: it sets the
     FP8 grid the block scales fall on, so a block far below the calibrated range is flushed, and one above it is
     clipped."""
     x = np.zeros((1, 32), F32)

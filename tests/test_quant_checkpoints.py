@@ -1,6 +1,6 @@
 """Quantized checkpoint directories built in tmp_path (compressed-tensors and ModelOpt NVFP4; MXFP4 is in
 test_mxfp4_checkpoints.py), loaded through impnb.load_checkpoint: conventions, detection traps, and every
-inconsistency that must be a FormatError rather than a misread (docs/numerics.md §3, §4, seed 002 F2/F6/F8)."""
+inconsistency that must be a FormatError rather than a misread (docs/numerics.md §3, §4)."""
 from __future__ import annotations
 
 import json
@@ -208,7 +208,7 @@ def test_missing_weight_scale(tmp_path, rng):
 
 @pytest.mark.parametrize("dtype, match", [("U8", "means mxfp4"), ("F8_E8M0", "means mxfp4"), (None, "no FP4")])
 def test_wrong_scale_dtype(tmp_path, rng, dtype, match):
-    """Seed 002 F8: U8 / E8M0 scale bytes read as E4M3 would be silently wrong."""
+    """U8 / E8M0 scale bytes read as E4M3 would be silently wrong."""
     m = _module("v_proj")
 
     def edit(tensors, dtypes):
@@ -222,7 +222,7 @@ def test_wrong_scale_dtype(tmp_path, rng, dtype, match):
 
 @pytest.mark.parametrize("reshape", ["group8", "transposed", "fewer_rows"])
 def test_mismatched_shape_pair(tmp_path, rng, reshape):
-    """Seed 002 F6: the scale shape must be [N, K/16] for packed [N, K/2]."""
+    """The scale shape must be [N, K/16] for packed [N, K/2]."""
     m = _module("o_proj")  # packed [32, 16], scales [32, 2]
 
     def edit(tensors, dtypes):

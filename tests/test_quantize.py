@@ -315,7 +315,7 @@ def test_sharded_output_reads_back_the_same(src, tmp_path, layout):
 
 
 def test_w4a4_refuses_unusable_input_scales(src, tmp_path):
-    """Seed 002: a zero or non-finite stored scale is a clear error when W4A4 is enabled."""
+    """A zero or non-finite stored scale is a clear error when W4A4 is enabled."""
     from impnb.w4a4 import enable_w4a4
     ckpt = _quantize(src, tmp_path / "out", w4a4=True)
     tensors = dict(ckpt.tensors)

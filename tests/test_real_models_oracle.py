@@ -1,4 +1,4 @@
-"""Done-when of issue 5: greedy 32-token continuations of SmolLM2-135M and Gemma-3-270M, from their GGUF files, are
+"""Greedy 32-token continuations of SmolLM2-135M and Gemma-3-270M, from their GGUF files, are
 identical to HF transformers float32 loading the SAME files; the logits' max relative difference is recorded.
 
 Prompts: a short one, a chat-formatted one, one of more than 600 tokens (past Gemma-3's 512-token sliding window)

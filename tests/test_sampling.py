@@ -227,7 +227,7 @@ def test_bad_prompts_are_clear_errors():
         generate(FakeModel(), [1], max_new_tokens=-1)
 
 
-# ---- reasoning / channel split (seed 000: the thought channel leaked into the answer) ------------------------------
+# ---- reasoning / channel split (the thought channel leaked into the answer) ------------------------------
 
 @pytest.mark.parametrize("text, reasoning, content", [
     ("Paris.", "", "Paris."),

@@ -1,11 +1,11 @@
-"""The real bugs of earlier engines (../shared/seeds) are caught: each is injected into the reference and the
-conformance tests that must catch it are run against it and must FAIL.
+"""Bugs that real NVFP4 engines shipped are caught: each is injected into the reference and the conformance tests
+that must catch it are run against it and must FAIL.
 
-    seed 001  an E4M3 encoder that treats exponent field 15 as overflow and returns 0x77 (= 240) for every value
-              >= 256 (kekzl/imp nvfp4_quant.cu float_to_fp8_e4m3): 300 -> 0x77 instead of 0x79, and the
-              amax block's scale 448 is re-encoded as 240 (the seed measured 0.53x outputs)
-    seed 000  K taken from the packed width (K/2) instead of 2 x packed width
-    seed 002  compressed-tensors' weight_global_scale (a DIVISOR) used as a multiplier
+    FP8 clamp   an E4M3 encoder that treats exponent field 15 as overflow and returns 0x77 (= 240) for every value
+                >= 256 (kekzl/imp nvfp4_quant.cu float_to_fp8_e4m3): 300 -> 0x77 instead of 0x79, and the
+                amax block's scale 448 is re-encoded as 240 (outputs came out at 0.53x)
+    packed K    K taken from the packed width (K/2) instead of 2 x packed width
+    divisor     compressed-tensors' weight_global_scale (a DIVISOR) used as a multiplier
 A passing run of this file is the proof that the suite is not blind to them.
 """
 import numpy as np
@@ -23,7 +23,7 @@ def _rng():
     return np.random.default_rng(20260000)
 
 
-# ---- seed 001: exponent field 15 treated as overflow -> 0x77 -----------------------------------------------------
+# ---- FP8 clamp: exponent field 15 treated as overflow -> 0x77 -----------------------------------------------------
 def _encoder_with_0x77_bug(x, *, saturate=True):
     codes = _correct_encode(x, saturate=saturate)
     magnitude = codes & 0x7F
@@ -67,7 +67,7 @@ def test_golden_vectors_catch_0x77(encoder_0x77):
         test_golden_vectors.test_regenerated_vectors_equal_the_committed_ones()
 
 
-# ---- seed 000: K taken from the packed width ----------------------------------------------------------------------
+# ---- packed K: K taken from the packed width ----------------------------------------------------------------------
 _correct_dequantize = nvfp4.nvfp4_dequantize
 
 
@@ -91,7 +91,7 @@ def test_shape_test_catches_packed_k(monkeypatch):
         test_nvfp4.test_shapes_dtypes_and_logical_k(_rng(), "compressed-tensors")
 
 
-# ---- seed 002: the compressed-tensors global scale used as a multiplier ----------------------------------------
+# ---- divisor: the compressed-tensors global scale used as a multiplier ----------------------------------------
 def _multiplier_for_every_layout(t):
     return fp8.fp8_e4m3_decode(t.scales) * F32(t.global_scale)  # the bug: s * gs for a CT divisor
 
