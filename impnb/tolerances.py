@@ -1,171 +1,22 @@
 """The one tolerance table: how close the CUDA path must be to the reference, per op and output dtype.
 
-Every entry says why its number is what it is. Rules:
-  * Exact            -- bit-identical (NaN matches NaN with the same bits); codecs, packing, masks, top-k ids.
-  * AllClose         -- |fast - ref| <= atol + rtol * |ref| elementwise.
-  * ScaledError      -- |fast - ref| <= bound * scale, where ``scale`` is an op-supplied magnitude per element
-                        (e.g. |W| @ |x| for a GEMV: the accumulated magnitude that fp32 rounding errors scale with).
+Every entry says why its number is what it is. The rule kinds (Exact, AllClose, ScaledError) and the scale
+functions of ScaledError rules are in impnb/tolerance_rules.py.
 Structured outputs (tuples, NVFP4Tensor) are compared field by field with the same table.
 
 Used by ``impnb.ops.call(..., backend="check")`` and by the tests; nothing else defines a tolerance.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, is_dataclass
-from typing import Callable
+from dataclasses import fields, is_dataclass
 
 import numpy as np
 
 from .errors import CrossCheckError
-
-
-@dataclass(frozen=True)
-class Exact:
-    why: str
-
-    def __str__(self):
-        return "Exact"
-
-
-@dataclass(frozen=True)
-class AllClose:
-    atol: float
-    rtol: float
-    why: str
-
-    def __str__(self):
-        return f"AllClose(atol={self.atol:g}, rtol={self.rtol:g})"
-
-
-@dataclass(frozen=True)
-class ScaledError:
-    bound: float
-    scale: Callable  # scale(args, kwargs) -> array broadcastable to the output; made by @scale_formula
-    why: str
-
-    def __post_init__(self):
-        if not str(getattr(self.scale, "formula", "")).strip():
-            raise TypeError("ScaledError: its scale function must state its formula (decorate it with "
-                            "@scale_formula(...)), so that readers without Python can compute the bound")
-
-    @property
-    def formula(self) -> str:
-        """What ``bound`` multiplies, stated over the reference's parameter names (golden/'s manifests carry it)."""
-        return self.scale.formula
-
-    def __str__(self):
-        return f"ScaledError(bound={self.bound:g})"
-
-
-def scale_formula(text: str):
-    """Attach ``text``, the scale's formula in words and the op's parameter names, to a scale function."""
-    def attach(fn):
-        fn.formula = text
-        return fn
-    return attach
-
-
-# ---- scale functions of ScaledError rules ----------------------------------------------------------------------
-FP32_UNIT_ROUNDOFF = 2.0 ** -24
-
-
-def _gamma_fp32(n: int) -> float:
-    """Higham's gamma_n = n u / (1 - n u), u = 2^-24: the relative error bound of an n-step float32 computation."""
-    return n * FP32_UNIT_ROUNDOFF / (1.0 - n * FP32_UNIT_ROUNDOFF)
-
-
-def _gamma_fp32_probabilistic(n: int, lam: float = 8.0) -> float:
-    """Higham & Mary (SIAM J. Sci. Comput. 41(5), 2019), thm 4.6: an n-term float32 dot product errs by at most
-    exp(lam sqrt(n) u + n u^2 / (1 - u)) - 1 times sum |x_i y_i| with probability >= 1 - 2n exp(-lam^2 / 2)
-    (rounding errors modelled as independent and mean-zero); lam = 8 gives 1 - 1e-10 per output at n = 4096."""
-    u = FP32_UNIT_ROUNDOFF
-    return float(np.expm1(lam * np.sqrt(n) * u + n * u * u / (1.0 - u)))
-
-
-@scale_formula("gamma(K + 2) * sum_k |x[..., k]| |W[n, k]|, W = nvfp4_dequantize(t) [N, K] (K logical), "
-               "gamma(n) = expm1(8 sqrt(n) u + n u^2 / (1 - u)), u = 2^-24 (Higham-Mary probabilistic bound of an "
-               "n-term float32 dot product)")
-def _nvfp4_abs_dot(args, kwargs):
-    """gamma~_{K+2}(8) * (|X| @ |W|.T) in float64, shaped like the output ([N] for a GEMV, [M, N] for a GEMM)."""
-    from .reference.nvfp4 import nvfp4_dequantize
-    t, x = args[0], np.asarray(args[1], dtype=np.float64)
-    w = np.abs(nvfp4_dequantize(t).astype(np.float64))  # [N, K]
-    return _gamma_fp32_probabilistic(t.shape[1] + 2) * (np.abs(x) @ w.T)
-
-
-@scale_formula("max_j |reference[..., j]|: the largest reference logit of the row")
-def _row_max_abs(args, kwargs):
-    """max |logit| of each row [..., 1] of the reference logits args[0] (whole-model logits: the scale their
-    float32 errors grow with)."""
-    r = np.abs(np.asarray(args[0], dtype=np.float64))
-    return np.max(r, axis=-1, keepdims=True) if r.ndim else r
-
-
-@scale_formula("sum_k |x[..., k]| |weight[n, k]| + |bias[n]| (the bias term where a bias is given)")
-def _abs_linear(args, kwargs):
-    """Magnitude scale of linear(x, W, b): |x| @ |W|.T (+ |b|), the sum that float32 rounding errors scale with."""
-    x, w = np.abs(np.asarray(args[0], np.float64)), np.abs(np.asarray(args[1], np.float64))
-    scale = x @ w.T
-    bias = args[2] if len(args) > 2 else kwargs.get("bias")
-    if bias is not None:
-        scale = scale + np.abs(np.asarray(bias, np.float64))
-    return scale
-
-
-@scale_formula("sum_k |xn[..., k]| |W[n, k]| + |bias[n]|, xn = rms_norm(x, norm_weight; eps, offset) (its "
-               "float32 value), W = weight (nvfp4_dequantize(weight) for an NVFP4 weight)")
-def _abs_norm_linear(args, kwargs):
-    """|rms_norm(x)| @ |W|.T (+ |b|) in float64 for rms_norm_linear(x, norm_weight, W, bias; eps, offset)."""
-    from .reference.linear import dense_weight
-    from .reference.norms import rms_norm
-    x, norm_w, w = args[0], args[1], args[2]
-    xn = rms_norm(x, norm_w, eps=kwargs["eps"], offset=kwargs.get("offset", 0.0))
-    bias = args[3] if len(args) > 3 else kwargs.get("bias")
-    return _abs_linear((xn, dense_weight(w), bias), {})
-
-
-@scale_formula("3e-5 * sum_i |a[..., i]| |W[n, i]| + 1e-6 * sum_i |gate[..., i]| |up[..., i]| |W[n, i]| + 3e-5 "
-               "|bias[n]| + 1e-6 |residual[..., n]|, a = gated_activation(gate_up; activation), gate = "
-               "gate_up[..., :I], up = gate_up[..., I:], W = weight (dequantized if NVFP4)")
-def _gated_linear_scale(args, kwargs):
-    from .reference.activations import gated_activation
-    from .reference.linear import dense_weight
-    gu = np.asarray(args[0], np.float64)
-    w = np.abs(dense_weight(args[1]).astype(np.float64))
-    width = gu.shape[-1] // 2
-    act = np.abs(gated_activation(args[0], activation=kwargs.get("activation", "silu")).astype(np.float64))
-    scale = 3e-5 * (act @ w.T) + 1e-6 * ((np.abs(gu[..., :width]) * np.abs(gu[..., width:])) @ w.T)
-    bias = args[2] if len(args) > 2 else kwargs.get("bias")
-    if bias is not None:
-        scale = scale + 3e-5 * np.abs(np.asarray(bias, np.float64))
-    if kwargs.get("residual") is not None:
-        scale = scale + 1e-6 * np.abs(np.asarray(kwargs["residual"], np.float64))
-    return scale
-
-
-@scale_formula("|x[..., i]| + |rms_norm(t, weight; eps, offset)[..., i]| + 0.1")
-def _norm_add_scale(args, kwargs):
-    from .reference.norms import rms_norm
-    x, t, w = args[0], args[1], args[2]
-    n = rms_norm(t, w, eps=kwargs["eps"], offset=kwargs.get("offset", 0.0))
-    return np.abs(np.asarray(x, np.float64)) + np.abs(n.astype(np.float64)) + 0.1
-
-
-@scale_formula("sum_i c[i] |W[n, i]| + |bias[n]| + |residual[n]|, c = attention_combine(m, l, |acc|; sinks) "
-               "flattened to [Hq D] (the split weights of the combine applied to |acc|), W = weight "
-               "(dequantized if NVFP4)")
-def _attention_output_scale(args, kwargs):
-    """(sum_j w_j |acc_j| / L) @ |W|.T + |b| + |residual| for attention_output(m, l, acc, W, b; sinks, residual)."""
-    from .reference.attention import attention_combine
-    from .reference.linear import dense_weight
-    m, l, acc, w = args[0], args[1], args[2], args[3]
-    magnitude = attention_combine(m, l, np.abs(np.asarray(acc, np.float32)), kwargs.get("sinks")).reshape(-1)
-    scale = magnitude.astype(np.float64) @ np.abs(dense_weight(w).astype(np.float64)).T
-    bias = args[4] if len(args) > 4 else kwargs.get("bias")
-    for extra in (bias, kwargs.get("residual")):
-        if extra is not None:
-            scale = scale + np.abs(np.asarray(extra, np.float64))
-    return scale
+from .tolerance_rules import (  # noqa: F401  (the rule kinds and scale functions the table below uses)
+    FP32_UNIT_ROUNDOFF, AllClose, Exact, ScaledError, _abs_linear, _abs_norm_linear, _attention_output_scale,
+    _gamma_fp32, _gamma_fp32_probabilistic, _gated_linear_scale, _norm_add_scale, _nvfp4_abs_dot, _row_max_abs,
+    scale_formula)
 
 
 # ---- the table ---------------------------------------------------------------------------------------------------
@@ -368,7 +219,7 @@ def assert_close(op: str, reference, fast, *, args=(), kwargs=None, path: str = 
         raise CrossCheckError(op, "shape/dtype", None, f"{ref.shape} {ref.dtype}", f"{got.shape} {got.dtype}",
                               "", "", ref.size, ref.size, detail=f"output {path or 'value'}")
     rule = rule_for(op, ref.dtype)
-    bad = _violations(rule, ref, got, args, kwargs)
+    bad = violations(rule, ref, got, args, kwargs)
     if bad.any():
         _raise(op, rule, ref, got, bad, path)
 
@@ -379,9 +230,10 @@ def _same_type(op, path, reference, fast):
                               detail=f"output {path or 'value'}")
 
 
-def _violations(rule, ref: np.ndarray, got: np.ndarray, args, kwargs) -> np.ndarray:
+def violations(rule, ref: np.ndarray, got: np.ndarray, args, kwargs) -> np.ndarray:
+    """bool mask of the elements of ``got`` outside ``rule`` around ``ref`` (NaN must meet NaN, inf the same inf)."""
     if isinstance(rule, Exact) or ref.dtype.kind in "biu":
-        return _bits(ref) != _bits(got)
+        return bit_patterns(ref) != bit_patterns(got)
     r, g = ref.astype(np.float64), got.astype(np.float64)
     nan_mismatch = np.isnan(r) != np.isnan(g)
     inf_mismatch = np.isinf(r) & (r != g)  # an infinity must match, sign included
@@ -397,7 +249,8 @@ def _violations(rule, ref: np.ndarray, got: np.ndarray, args, kwargs) -> np.ndar
     return nan_mismatch | inf_mismatch | finite_vs_nonfinite | (err > limit)
 
 
-def _bits(a: np.ndarray) -> np.ndarray:
+def bit_patterns(a: np.ndarray) -> np.ndarray:
+    """The elements' bits as unsigned integers of their width (bool as uint8)."""
     a = np.ascontiguousarray(a)
     if a.dtype.kind == "b":
         return a.view(np.uint8)
@@ -413,11 +266,12 @@ def _raise(op, rule, ref, got, bad, path):
     idx = np.unravel_index(flat, ref.shape) if ref.ndim else ()
     rv, gv = ref[idx] if ref.ndim else ref[()], got[idx] if got.ndim else got[()]
     raise CrossCheckError(op, str(rule), tuple(int(i) for i in idx), rv.item(), gv.item(),
-                          _hex(ref, idx), _hex(got, idx), int(bad.sum()), int(ref.size),
+                          hex_bits(ref, idx), hex_bits(got, idx), int(bad.sum()), int(ref.size),
                           detail=f"output {path or 'value'}")
 
 
-def _hex(a: np.ndarray, idx) -> str:
-    bits = _bits(np.asarray(a))
+def hex_bits(a: np.ndarray, idx) -> str:
+    """The bits of ``a[idx]`` in hex, zero-padded to the element width."""
+    bits = bit_patterns(np.asarray(a))
     v = bits[idx] if bits.ndim else bits[()]
     return f"0x{int(v):0{a.dtype.itemsize * 2}x}" if a.dtype.itemsize <= 8 else "?"

@@ -105,7 +105,7 @@ def _compare_leaf(op, path, ref, got, args, kwargs):
     rule = tolerances.rule_for(op, ref.dtype)
     if ref.ndim == 0:  # a scalar (e.g. an NVFP4 global scale): compared as one element at index [0]
         ref, got = ref.reshape(1), got.reshape(1)
-    bad = np.asarray(tolerances._violations(rule, ref, got, args, kwargs), dtype=bool)  # the table's own verdict
+    bad = np.asarray(tolerances.violations(rule, ref, got, args, kwargs), dtype=bool)  # the table's own verdict
     metric, score = _scores(rule, ref, got, args, kwargs)
     worst = float(np.max(score)) if score.size else 0.0
     if not bad.any():
@@ -128,13 +128,13 @@ def _scores(rule, ref, got, args, kwargs) -> tuple[str, np.ndarray]:
 
 def _bit_distance(ref, got) -> np.ndarray:
     width = ref.dtype.itemsize * 8
-    x = tolerances._bits(ref).astype(np.uint64) ^ tolerances._bits(got).astype(np.uint64)
+    x = tolerances.bit_patterns(ref).astype(np.uint64) ^ tolerances.bit_patterns(got).astype(np.uint64)
     return np.unpackbits(x.view(np.uint8).reshape(x.shape + (8,)), axis=-1)[..., :width].sum(-1).astype(float)
 
 
 def _ordered(a: np.ndarray) -> np.ndarray:
     """Float bit patterns mapped to integers in value order (-0.0 -> -1, +0.0 -> 0), as float64 for distances."""
-    bits = tolerances._bits(a).astype(np.int64)
+    bits = tolerances.bit_patterns(a).astype(np.int64)
     width = a.dtype.itemsize * 8
     magnitude = bits & ((1 << (width - 1)) - 1)
     negative = (bits >> (width - 1)) & 1
@@ -143,8 +143,8 @@ def _ordered(a: np.ndarray) -> np.ndarray:
 
 def _ulp_distance(ref, got) -> np.ndarray:
     if ref.dtype.itemsize > 8 or ref.dtype.kind != "f":
-        return np.where(tolerances._bits(ref) != tolerances._bits(got), np.inf, 0.0)
-    same = tolerances._bits(ref) == tolerances._bits(got)
+        return np.where(tolerances.bit_patterns(ref) != tolerances.bit_patterns(got), np.inf, 0.0)
+    same = tolerances.bit_patterns(ref) == tolerances.bit_patterns(got)
     nan = np.isnan(ref.astype(np.float64)) | np.isnan(got.astype(np.float64))
     dist = np.abs(_ordered(ref) - _ordered(got))
     return np.where(same, 0.0, np.where(nan, np.inf, dist))
@@ -170,7 +170,7 @@ def _item(a: np.ndarray, index):
 
 
 def _hex(a: np.ndarray, index) -> str:
-    return tolerances._hex(a, index)
+    return tolerances.hex_bits(a, index)
 
 
 def _input_at(args, shape, index) -> dict:
