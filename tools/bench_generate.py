@@ -56,7 +56,7 @@ class UsageError(Exception):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", help="GGUF file or model package (repeatable; default: the "
                                                      "installed packages " + ", ".join(DEFAULT_MODELS) + ")")
     ap.add_argument("--backend", help="impnb backend (default: cuda on a GPU, reference without one)")
@@ -72,7 +72,7 @@ def parse_args(argv):
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per engine process")
     ap.add_argument("--cpu", action="store_true", help="measure on the CPU even where a GPU is present")
     ap.add_argument("--device", help="device name of the result file (default: h100 / h200 / cpu, detected)")
-    ap.add_argument("--out", help="result file (default: bench/results/generate-<device>.json)")
+    ap.add_argument("--out", help="result file, or a folder for generate-<device>.json (default: bench/results)")
     ap.add_argument("--readme", action="store_true", help="print the README's Markdown table")
     ap.add_argument("--results", help="with --readme: render this result file, run nothing")
     extras = ap.add_argument_group("random-weight engine presets (GPU; tools/bench_random.py)")
@@ -352,7 +352,9 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = args.out or os.path.join(ROOT, "bench", "results", f"generate-{doc['device']}.json")
+    out = args.out or os.path.join(ROOT, "bench", "results")
+    if os.path.isdir(out):
+        out = os.path.join(out, f"generate-{doc['device']}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(doc, f, indent=1)
