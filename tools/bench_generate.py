@@ -39,6 +39,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -133,7 +134,26 @@ def host_info() -> dict:
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "load_average_start": list(os.getloadavg())}
+            "load_average_start": list(os.getloadavg()), "cpu_pressure_start": cpu_pressure()}
+
+
+def cpu_pressure() -> dict | None:
+    """Linux PSI (/proc/pressure/cpu, "some" line): the share of time runnable work waited for a CPU, in percent
+    over the last 10 / 60 / 300 s: other work on the machine, which slows every engine here."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            line = next(line for line in f if line.startswith("some"))
+    except (OSError, StopIteration):
+        return None
+    fields = dict(kv.split("=") for kv in line.split()[1:])
+    return {k: float(fields[k]) for k in ("avg10", "avg60", "avg300", "total")}  # total: us stalled so far
+
+
+def pressure_share(start: dict | None, end: dict | None, seconds: float) -> float | None:
+    """Percent of the run's wall time in which some runnable task waited for a CPU (PSI totals)."""
+    if not start or not end or seconds <= 0:
+        return None
+    return 100.0 * (end["total"] - start["total"]) / 1e6 / seconds
 
 
 # ----------------------------------------------------------------------------------------------------- the files
@@ -302,6 +322,7 @@ def model_specs(args) -> list[str]:
 
 
 def run(args, argv) -> dict:
+    t0 = time.perf_counter()
     name = None if args.cpu else gpu_name()
     gpu = name is not None
     if args.random_weights and not gpu:
@@ -325,7 +346,10 @@ def run(args, argv) -> dict:
     for row in doc["rows"]:
         row.pop("file_path", None)
     add_ratios(doc["rows"])
-    doc["host"]["load_average_end"] = list(os.getloadavg())
+    host = doc["host"]
+    host["load_average_end"], host["cpu_pressure_end"] = list(os.getloadavg()), cpu_pressure()
+    host["run_s"] = time.perf_counter() - t0
+    host["cpu_wait_pct"] = pressure_share(host["cpu_pressure_start"], host["cpu_pressure_end"], host["run_s"])
     return doc
 
 

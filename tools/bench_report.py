@@ -99,9 +99,12 @@ def markdown(doc: dict) -> str:
     host = doc.get("host") or {}
     where = doc["device_name"] if doc["device"] != "cpu" else \
         f"CPU machine ({host.get('cpu', '?')}, {host.get('cores', '?')} cores)"
-    load = host.get("load_average_start")
-    busy = f"; load average {load[0]:.1f} at the start, {host['load_average_end'][0]:.1f} at the end" \
-        if load and host.get("load_average_end") else ""
+    busy = ""
+    if host.get("load_average_start") and host.get("load_average_end"):
+        busy = f"; 1-minute load average {host['load_average_start'][0]:.1f} at the start, " \
+               f"{host['load_average_end'][0]:.1f} at the end"
+    if isinstance(host.get("cpu_wait_pct"), (int, float)):
+        busy += f", runnable work waited for a CPU {host['cpu_wait_pct']:.0f}% of the time (Linux PSI)"
     lines = [f"Measured on the {where}, {doc['date'][:10]}, commit {doc['commit']}: {doc['prompt_tokens']}-token "
              f"prompt (the same ids for every engine), {doc['decode_tokens']} greedy tokens, warm figures are the "
              f"median of {doc['repeats']} runs{busy} (`{doc['command']}`).", "",
