@@ -34,6 +34,34 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 
 
+class CpuWait:
+    """The share of a measured window (percent of its wall time) in which some runnable task on the machine waited
+    for a CPU (Linux PSI, /proc/pressure/cpu "some" total): other work slowing the engine down. None without PSI."""
+
+    def __init__(self):
+        self.waited, self.wall = 0.0, 0.0
+
+    @staticmethod
+    def _total() -> float | None:
+        try:
+            with open("/proc/pressure/cpu") as f:
+                line = next(line for line in f if line.startswith("some"))
+        except (OSError, StopIteration):
+            return None
+        return float(line.rsplit("total=", 1)[1]) / 1e6
+
+    def measure(self, fn):
+        start, t0 = self._total(), time.perf_counter()
+        value = fn()
+        end = self._total()
+        self.wall += time.perf_counter() - t0
+        self.waited = None if start is None or end is None or self.waited is None else self.waited + end - start
+        return value
+
+    def pct(self) -> float | None:
+        return None if self.waited is None or self.wall <= 0 else 100.0 * self.waited / self.wall
+
+
 def median(values: list[float]) -> float:
     s = sorted(values)
     n = len(s)
@@ -58,18 +86,20 @@ def impnb_generate(impnb, model, spec: dict) -> dict:
 
 
 def run_impnb(spec: dict) -> dict:
+    """impnb's cold (first load, first generation) or warm (load, untimed generation, timed ones) figures."""
+    wait = CpuWait()
     t0 = time.perf_counter()
     import impnb
     import_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    model = impnb.load_model(spec["file"], backend=spec["backend"])
+    model = wait.measure(lambda: impnb.load_model(spec["file"], backend=spec["backend"]))
     result = {"import_s": import_s, "load_s": time.perf_counter() - t1,
               "model_class": f"{type(model.model).__module__}.{type(model.model).__name__}"}
     if not spec["warm"]:
-        return dict(result, **impnb_generate(impnb, model, spec))
+        return dict(result, **wait.measure(lambda: impnb_generate(impnb, model, spec)), cpu_wait_pct=wait.pct())
     impnb_generate(impnb, model, spec)  # untimed warm-up
-    runs = [impnb_generate(impnb, model, spec) for _ in range(spec["repeats"])]
-    result.update(_median_of(runs), runs=len(runs), first_ids=runs[0]["first_ids"],
+    runs = wait.measure(lambda: [impnb_generate(impnb, model, spec) for _ in range(spec["repeats"])])
+    result.update(_median_of(runs), runs=len(runs), first_ids=runs[0]["first_ids"], cpu_wait_pct=wait.pct(),
                   prefill_samples_tok_s=[r["prefill_tok_s"] for r in runs],
                   decode_samples_tok_s=[r["decode_tok_s"] for r in runs])
     if spec.get("kernel_profile"):
@@ -131,16 +161,18 @@ def run_hf(spec: dict) -> dict:
     result = {"import_s": import_s, "load_s": time.perf_counter() - t1, "threads": torch.get_num_threads(),
               "torch": torch.__version__, "dtype": spec["dtype"]}
     ids = torch.tensor([spec["prompt_ids"]], device=spec["device"])
+    cold_wait, wait = CpuWait(), CpuWait()
     with torch.inference_mode():
         gen = _hf_generate_fn(model, ids, spec)
-        cold = gen()
+        cold = cold_wait.measure(gen)
         if spec["compile"]:
             gen()  # the compile runs: static cache + torch.compile needs more than one call to settle
             if not hasattr(model, "_compiled_call"):
                 raise RuntimeError("generate did not compile the decode step (no compiled call was made)")
-        prefill = _hf_prefill(model, ids, spec, sync) if not spec["compile"] else None
-        runs = [gen() for _ in range(spec["repeats"])]
-    result["cold"] = cold
+        prefill = wait.measure(lambda: _hf_prefill(model, ids, spec, sync)) if not spec["compile"] else None
+        runs = wait.measure(lambda: [gen() for _ in range(spec["repeats"])])
+    result["cold"] = dict(cold, cpu_wait_pct=cold_wait.pct())
+    result["cpu_wait_pct"] = wait.pct()
     result["decode_tok_s"] = median([r["decode_tok_s"] for r in runs])
     result["decode_samples_tok_s"] = [r["decode_tok_s"] for r in runs]
     result["decode_timed_tokens"] = runs[0]["decode_timed_tokens"]

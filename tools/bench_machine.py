@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
+import time
 
 import numpy as np
 
@@ -73,3 +75,16 @@ def pressure_share(start: dict | None, end: dict | None, seconds: float) -> floa
     if not start or not end or seconds <= 0:
         return None
     return 100.0 * (end["total"] - start["total"]) / 1e6 / seconds
+
+
+def wait_for_quiet(max_pct: float, max_s: float) -> None:
+    """Wait until the last 10 s had runnable work waiting for a CPU less than ``max_pct`` % of the time (PSI avg10),
+    at most ``max_s`` seconds; returns at once without PSI."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_s:
+        p = cpu_pressure()
+        if p is None or p["avg10"] < max_pct:
+            return
+        print(f"  waiting for a quiet machine (CPU wait {p['avg10']:.0f}% over the last 10 s)", file=sys.stderr,
+              flush=True)
+        time.sleep(10)
