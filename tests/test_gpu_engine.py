@@ -13,7 +13,8 @@ tests/test_cuda_infra.py``):
 Decode speed before / after a change (same machine, same run), e.g. against the commit before the engine became
 registered ops:
     git worktree add /tmp/impnb-before 814cced && (cd /tmp/impnb-before && python tools/bench_generate.py --no-hf \\
-        --out /tmp/before.json) && python tools/bench_generate.py --no-hf --out /tmp/after.json
+        --out /tmp/before.json) && python tools/bench_generate.py --no-hf --out /tmp/after.json \\
+        --random-weights smollm2-135m,gemma3-270m,qwen3-30b-a3b
 """
 from __future__ import annotations
 

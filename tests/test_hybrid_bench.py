@@ -1,4 +1,4 @@
-"""The Qwen3.5-shaped benchmark stack (tools/bench_hybrid.py, ``bench_generate.py --models qwen3.5-9b``): its random
+"""The Qwen3.5-shaped benchmark stack (tools/bench_hybrid.py, ``bench_generate.py --random-weights qwen3.5-9b``): its random
 weights load into the model with nothing missing or left over (CPU, a shrunken copy), and on a GPU the op-by-op
 CUDA model with the real linear-layer geometry matches the reference model."""
 from __future__ import annotations

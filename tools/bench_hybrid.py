@@ -1,6 +1,6 @@
-"""The hybrid linear-attention stack of tools/bench_generate.py (``--models qwen3.5-9b``): its preset, random
-weights and the op-by-op CUDA timing (the fused engine does not run gated-DeltaNet layers). See bench_generate's
-docstring for the geometry and the layer count.
+"""The hybrid linear-attention stack of tools/bench_generate.py (``--random-weights qwen3.5-9b``): its preset, random
+weights and the op-by-op CUDA timing (the fused engine does not run gated-DeltaNet layers). See bench_random's
+docstring for the presets.
 """
 from __future__ import annotations
 
