@@ -24,7 +24,7 @@ build)
     setsid nohup bash -c "cmake -B build -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_BUILD_TESTS=OFF \
         -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF \
         -DLLAMA_CURL=OFF -DGGML_NATIVE=OFF > ../build.log 2>&1 && \
-        cmake --build build -j $(nproc) --target llama-bench >> ../build.log 2>&1; echo BUILD_RC=\$? >> ../build.log" \
+        cmake --build build -j ${BUILD_JOBS:-8} --target llama-bench >> ../build.log 2>&1; echo BUILD_RC=\$? >> ../build.log" \
         < /dev/null > /dev/null 2>&1 &
     echo "llama.cpp CUDA build started in the background; log: $L/build.log"
     ;;
