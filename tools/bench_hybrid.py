@@ -14,7 +14,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 
-def _timed(fn, sync):
+def timed(fn, sync):
+    """Seconds of fn() between two synchronizations."""
     sync()
     t0 = time.perf_counter()
     fn()
@@ -104,8 +105,8 @@ def bench_impnb_op_by_op(name, cfg, prompt, n_decode):
             logits = model.forward([int(logits[-1].argmax())], cache, last_only=True)
 
     run(4)  # compile the Numba kernels, warm cuBLAS
-    prefill = [_timed(lambda: run(0), sync) for _ in range(3)]
-    total = [_timed(lambda: run(n_decode), sync) for _ in range(2)]
+    prefill = [timed(lambda: run(0), sync) for _ in range(3)]
+    total = [timed(lambda: run(n_decode), sync) for _ in range(2)]
     t_pre = float(np.median(prefill))
     decode_s = max(float(np.min(total)) - t_pre, 1e-9)
     row = dict(model=name, weights="fp32", engine="impnb-cuda-op-by-op", prefill_tok_s=len(prompt) / t_pre,

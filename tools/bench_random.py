@@ -20,13 +20,12 @@ from __future__ import annotations
 import gc
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_hybrid import HYBRID_ARCHS  # noqa: E402  (the hybrid linear-attention presets)
+from bench_hybrid import HYBRID_ARCHS, timed  # noqa: E402  (the hybrid linear-attention presets)
 
 # Row names of the earlier result files -> the engine names of bench/results/generate-<device>.json.
 ENGINES = {"impnb-cuda-graph": ("impnb", "Engine.replay_greedy (random weights)"),
@@ -50,14 +49,6 @@ def copy_bandwidth_gbps() -> float:
         times.append(cp.cuda.get_elapsed_time(s, e) / 1e3)
     del a, b
     return 2 * (1 << 30) / float(np.median(times[2:])) / 1e9
-
-
-def _timed(fn, sync):
-    sync()
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - t0
 
 
 def kernel_profile(eng, repeats: int = 20) -> dict:
@@ -104,13 +95,13 @@ def bench_impnb(name, fmt, cfg, prompt, n_decode, copy_gbps):
     prefill = []
     for _ in range(3):
         eng.reset()
-        prefill.append(_timed(lambda: eng.prefill(prompt), sync))
+        prefill.append(timed(lambda: eng.prefill(prompt), sync))
     decode = []
     for _ in range(3):
         eng.reset()
         eng.prefill(prompt)
         eng.first_token()
-        decode.append(_timed(lambda: eng.replay_greedy(n_decode), sync))
+        decode.append(timed(lambda: eng.replay_greedy(n_decode), sync))
     tps = n_decode / float(np.median(decode))
     step_bytes = decode_bytes(eng)
     eng.reset()
@@ -164,7 +155,7 @@ def bench_hf(name, cfg_dict, n_layers, prompt, n_decode, compiled=False):
         if compiled:
             return _bench_hf_compiled(name, model, ids, n_decode, sync)
         model(ids[:, :16], use_cache=True)  # warm-up
-        prefill = [_timed(lambda: model(ids, use_cache=True), sync) for _ in range(3)]
+        prefill = [timed(lambda: model(ids, use_cache=True), sync) for _ in range(3)]
         state = {}
 
         def start():
@@ -178,7 +169,7 @@ def bench_hf(name, cfg_dict, n_layers, prompt, n_decode, compiled=False):
         start()
         kernels = _count_kernels(step)
         start()
-        t = _timed(lambda: [step() for _ in range(n_decode)], sync)
+        t = timed(lambda: [step() for _ in range(n_decode)], sync)
     row = dict(model=name, weights="bf16", engine="hf-transformers-eager", prefill_tok_s=ids.shape[1] / float(
         np.median(prefill)), decode_tok_s=n_decode / t, kernels_per_token=kernels)
     del model, state
@@ -193,8 +184,8 @@ def _bench_hf_compiled(name, model, ids, n_decode, sync):
     model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
     kw = dict(do_sample=False, pad_token_id=0)
     model.generate(ids, max_new_tokens=n_decode, min_new_tokens=n_decode, **kw)  # compile
-    t_pre = _timed(lambda: model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kw), sync)
-    t_all = _timed(lambda: model.generate(ids, max_new_tokens=n_decode, min_new_tokens=n_decode, **kw), sync)
+    t_pre = timed(lambda: model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kw), sync)
+    t_all = timed(lambda: model.generate(ids, max_new_tokens=n_decode, min_new_tokens=n_decode, **kw), sync)
     return dict(model=name, weights="bf16", engine="hf-static-cache-torch.compile", prefill_tok_s=ids.shape[1] / t_pre,
                 decode_tok_s=(n_decode - 1) / max(t_all - t_pre, 1e-9), kernels_per_token=None)
 

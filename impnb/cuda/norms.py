@@ -75,16 +75,22 @@ def _n_rows(x) -> int:
     return int(np.prod(x.shape[:-1], dtype=np.int64))
 
 
+@cuda.jit(device=True)
+def _sum_squares(x, base, d):
+    """sum_i x[base + i]^2 over one row, left to right in float32."""
+    ss = F32(0.0)
+    for i in range(d):
+        ss += x[base + i] * x[base + i]
+    return ss
+
+
 @cuda.jit
 def _gated_rms_kernel(x, gate, w, out, rows, d, eps):
     r = cuda.grid(1)
     if r >= rows:
         return
     base = r * d
-    ss = F32(0.0)
-    for i in range(d):
-        ss += x[base + i] * x[base + i]
-    inv = ONE / math.sqrt(ss / F32(d) + eps)
+    inv = ONE / math.sqrt(_sum_squares(x, base, d) / F32(d) + eps)
     for i in range(d):
         z = gate[base + i]
         out[base + i] = ((x[base + i] * inv) * w[i]) * (z / (ONE + math.exp(-z)))
@@ -96,10 +102,7 @@ def _l2_kernel(x, out, rows, d, eps):
     if r >= rows:
         return
     base = r * d
-    ss = F32(0.0)
-    for i in range(d):
-        ss += x[base + i] * x[base + i]
-    inv = ONE / math.sqrt(ss + eps)
+    inv = ONE / math.sqrt(_sum_squares(x, base, d) + eps)
     for i in range(d):
         out[base + i] = x[base + i] * inv
 
