@@ -12,14 +12,14 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,memory.total --format=csv,nohea
 timeout "${PYTEST_TIMEOUT:-330}" python3 -m pytest -q -p no:cacheprovider -m gpu -rfE --durations=12 tests/ \
     ${2:+-k "$2"} > "$OUT/pytest.log" 2>&1
 echo "pytest rc=$?"; grep -E "passed|failed|error" "$OUT/pytest.log" | tail -3
-timeout 150 python3 -m impnb.conformance --impl impnb.conformance:CUDA --size real --json "$OUT/conformance.json" \
+timeout "${CONFORMANCE_TIMEOUT:-150}" python3 -m impnb.conformance --impl impnb.conformance:CUDA --size real --json "$OUT/conformance.json" \
     > "$OUT/conformance.log" 2>&1
 echo "conformance rc=$?"; tail -n 4 "$OUT/conformance.log"
 if [ -n "${1:-}" ]; then
     m=/tmp/smollm2-zero.gguf
     [ -s $m ] || xz -dc "$1/smollm2-135m-zero.gguf.xz" > $m
     for b in cuda check; do
-        timeout 90 python3 -m impnb.generate --model $m --prompt "The capital of France is" --max-new-tokens 16 \
+        timeout "${GENERATE_TIMEOUT:-90}" python3 -m impnb.generate --model $m --prompt "The capital of France is" --max-new-tokens 16 \
             --backend $b --json > "$OUT/generate-$b.log" 2>&1
         echo "generate --backend $b rc=$?"; tail -c 600 "$OUT/generate-$b.log"; echo
     done
