@@ -9,9 +9,14 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
     || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+# The cross-check files run whole (real shapes on a GPU); elsewhere only the gpu-marked tests.
+CROSS="tests/test_crosscheck.py tests/test_cuda_infra.py tests/test_conformance.py"
+timeout "${PYTEST_TIMEOUT:-330}" python3 -m pytest -q -p no:cacheprovider -rfE --durations=12 $CROSS \
+    ${2:+-k "$2"} > "$OUT/pytest-crosscheck.log" 2>&1
+echo "pytest cross-check files rc=$?"; grep -E "passed|failed|error" "$OUT/pytest-crosscheck.log" | tail -3
 timeout "${PYTEST_TIMEOUT:-330}" python3 -m pytest -q -p no:cacheprovider -m gpu -rfE --durations=12 tests/ \
-    ${2:+-k "$2"} > "$OUT/pytest.log" 2>&1
-echo "pytest rc=$?"; grep -E "passed|failed|error" "$OUT/pytest.log" | tail -3
+    $(for f in $CROSS; do echo --ignore "$f"; done) ${2:+-k "$2"} > "$OUT/pytest-gpu.log" 2>&1
+echo "pytest gpu-marked rc=$?"; grep -E "passed|failed|error" "$OUT/pytest-gpu.log" | tail -3
 timeout "${CONFORMANCE_TIMEOUT:-150}" python3 -m impnb.conformance --impl impnb.conformance:CUDA --size real --json "$OUT/conformance.json" \
     > "$OUT/conformance.log" 2>&1
 echo "conformance rc=$?"; tail -n 4 "$OUT/conformance.log"
