@@ -163,3 +163,21 @@ def _attention_output_scale(args, kwargs):
         if extra is not None:
             scale = scale + np.abs(np.asarray(extra, np.float64))
     return scale
+
+
+@scale_formula("2e-5 + vmax[h, e] * (1e-4 + 2 u smax[t, h]), vmax[h, e] = max_s |v[s, h // G, e]|, smax[t, h] = "
+               "max over the unmasked s of |scale * sum_d q[t, h, d] k[s, h // G, d]| (0 where none), G = Hq / Hkv, "
+               "u = 2^-24")
+def _attention_scale(args, kwargs):
+    """Magnitude scale of attention(q, k, v, mask; scale): the output is a weighted mean of v rows, so its error
+    scales with max |v|; each score s reaches exp(s - max) with an absolute rounding error of about u |s| (its
+    dot product's last rounding and the max subtraction), a relative error of every softmax weight, so rows with
+    scores of several hundred carry errors of u |s| |v| that a fixed tolerance does not cover."""
+    q, k, v, mask = (np.asarray(a) for a in args[:4])
+    groups = q.shape[1] // k.shape[1]
+    qh = q.astype(np.float64).transpose(1, 0, 2)                                     # [Hq, T, D]
+    kh = np.repeat(k.astype(np.float64), groups, axis=1).transpose(1, 2, 0)         # [Hq, D, S]
+    scores = np.abs(qh @ kh) * abs(float(kwargs["scale"]))                           # [Hq, T, S]
+    smax = np.where(mask.astype(bool)[None], scores, 0.0).max(axis=-1, initial=0.0).T  # [T, Hq]
+    vmax = np.repeat(np.abs(v.astype(np.float64)).max(axis=0, initial=0.0), groups, axis=0)  # [Hq, Dv]
+    return 2e-5 + vmax[None] * (1e-4 + 2 * FP32_UNIT_ROUNDOFF * smax[..., None])

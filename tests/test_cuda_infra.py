@@ -126,3 +126,22 @@ def nvfp4_device(t):
 def _host(a):
     from impnb.cuda._runtime import to_host
     return to_host(a)
+
+
+@needs_cuda
+def test_float32_widening_keeps_subnormals_and_their_sign(rng):
+    """The encoders' float64 input is bit-exact for every float32, subnormals included (CuPy's own cast flushes
+    them to +-0 on a GPU, which turned -1e-40 into E2M1 code 0 instead of 0x8)."""
+    from impnb.cuda._common import as_float64_flat
+    from impnb.cuda._launch import xp
+    special = np.array([0, 0x80000000, 1, 0x80000001, 0x007FFFFF, 0x807FFFFF, 0x00800000, 0x80800000, 0x7F800000,
+                        0xFF800000, 0x7FC00000, 0xFFC00000], np.uint32)
+    bits = np.concatenate([special, rng.integers(0, 1 << 23, 2000).astype(np.uint32) | np.uint32(0x80000000),
+                           rng.integers(0, 1 << 32, 2000, dtype=np.uint64).astype(np.uint32) & np.uint32(0xFF7FFFFF)])
+    values = bits.view(F32)
+    got = as_float64_flat(xp().asarray(values))
+    got = got.get() if hasattr(got, "get") else np.asarray(got)
+    want = values.astype(np.float64)
+    finite = np.isfinite(want)
+    assert np.array_equal(got[finite].view(np.uint64), want[finite].view(np.uint64))
+    assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(got[np.isinf(want)], want[np.isinf(want)])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from impnb import tolerances
+from impnb.cuda._runtime import to_host
 from impnb.model import Model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +56,7 @@ def test_op_by_op_cuda_model_matches_the_reference_at_real_linear_geometry():
     ids = list(np.random.default_rng(2).integers(0, cfg.vocab_size, size=100))
     caches = ref.new_cache(110), fast.new_cache(110)
     want, got = ref.forward(ids, caches[0]), fast.forward(ids, caches[1])
-    tolerances.assert_close("engine_logits", want, np.asarray(got.get()), args=(want,))
+    tolerances.assert_close("engine_logits", want, to_host(got), args=(want,))
     for token in (5, 17, 99, 1000):
         want, got = ref.forward([token], caches[0]), fast.forward([token], caches[1])
-        tolerances.assert_close("engine_logits", want, np.asarray(got.get()), args=(want,))
+        tolerances.assert_close("engine_logits", want, to_host(got), args=(want,))

@@ -14,9 +14,24 @@ def real_input(x, op: str):
     return a
 
 
+F32_SUBNORMAL_STEP = 2.0 ** -149  # the float32 subnormal spacing: value = mantissa field * 2^-149
+
+
 def as_float64_flat(a):
-    """Contiguous float64 copy, flattened: exact for every float16/float32 (and small integer) input."""
-    return xp().ascontiguousarray(a.astype(np.float64)).reshape(-1)
+    """Contiguous float64 copy, flattened: exact for every float16/float32 (and small integer) input.
+
+    CuPy compiles its elementwise kernels with flush-to-zero, so its float32 -> float64 cast turns a float32
+    subnormal into +-0.0 (a negative one would then lose the sign that the encoders keep). Zeros and subnormals
+    are rebuilt from their bits instead: mantissa * 2^-149 with the sign, in float64, which is never flushed."""
+    mod = xp()
+    flat = mod.ascontiguousarray(a).reshape(-1)
+    wide = flat.astype(np.float64)
+    if flat.dtype != np.float32:
+        return wide
+    bits = flat.view(np.uint32)
+    tiny = (bits & np.uint32(0x7F800000)) == 0
+    rebuilt = (bits & np.uint32(0x007FFFFF)).astype(np.float64) * F32_SUBNORMAL_STEP
+    return mod.where(tiny, mod.where(bits >> np.uint32(31) != 0, -rebuilt, rebuilt), wide)
 
 
 def codes_input(codes, top: int, op: str):

@@ -63,13 +63,18 @@ def to_host_array(a):
     return to_host(a)
 
 
+def norm_flags(q_norm, k_norm) -> int:
+    """The kernel's QK-norm switch: bit 0 normalises the query heads (q_norm given), bit 1 the key heads."""
+    return (q_norm is not None) | (k_norm is not None) << 1
+
+
 def append_rows(qkv, row_stride, q, kc, vc, slot_pos, st, *, rows, q_norm, k_norm, v_norm, k_eq_v, eps, offset, cos,
                 sin, F, interleaved, H, HKV, D, C) -> None:
     """QK-norm + RoPE + KV append of ``rows`` tokens at positions st[0] + m: q -> q [rows, H, D]; k, v -> caches
     [C, HKV, D] at slot position % C; slot_pos[slot] = position."""
     from ._launch import launch_raw
     launch_raw("rope.cu", "qkv_rope_append", (H + HKV, rows), (max(32, min(1024, -(-D // 32) * 32)),),
-               (qkv, row_stride, q, kc, vc, slot_pos, st, q_norm, k_norm, q_norm is not None, bool(v_norm),
+               (qkv, row_stride, q, kc, vc, slot_pos, st, q_norm, k_norm, norm_flags(q_norm, k_norm), bool(v_norm),
                 bool(k_eq_v), float(eps), float(offset), cos, sin, F, bool(interleaved), H, HKV, D, C),
                shared_mem=4 * D)
 

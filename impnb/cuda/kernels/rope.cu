@@ -5,7 +5,8 @@
 // ---------------------------------------------------------------- QK-norm + RoPE + KV append
 // Block b < H: query head b; H <= b < H + HKV: kv head b - H. Row m = blockIdx.y is the token at position
 // st[0] + m (decode: one row). qkv row: [q (H*D) | k (HKV*D) | v (HKV*D)] (k_eq_v: no v part, v = raw k).
-// q -> qout [M, H, D]; k, v -> caches [C, HKV, D] at slot pos % C; slot_pos[slot] = pos.
+// q -> qout [M, H, D]; k, v -> caches [C, HKV, D] at slot pos % C; slot_pos[slot] = pos. qk_norm: bit 0 normalises
+// the query heads with qn, bit 1 the key heads with kn (each independently present).
 // cos/sin tables: [max_pos, F] float32, built on the host exactly as impnb.reference.rope does (attention scaling
 // included), so the rotation matches the reference bit for bit up to the fused multiply-add.
 extern "C" __global__ void qkv_rope_append(const float* __restrict__ qkv, int row_stride, float* qout, float* kc,
@@ -38,7 +39,7 @@ extern "C" __global__ void qkv_rope_append(const float* __restrict__ qkv, int ro
     }
     __syncthreads();
     const float* nw = is_q ? qn : kn;
-    if (qk_norm) {
+    if (qk_norm & (is_q ? 1 : 2)) {
         float ss = 0.f;
         for (int d = threadIdx.x; d < D; d += blockDim.x) ss += h[d] * h[d];
         ss = block_sum(ss, red);
