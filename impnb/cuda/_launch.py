@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.resources
+import warnings
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from . import _runtime as runtime
 
 _NVRTC_OPTIONS = ("--std=c++17",)  # never --use_fast_math (IEEE division); CuPy itself appends -ftz=true
 _raw_builds = {"modules": 0}
+# Small ops launch small grids on purpose (one token, one row); Numba's low-occupancy warning says nothing useful
+# there and floods the output of every CLI run.
+warnings.filterwarnings("ignore", message=r"Grid size .* will likely result in GPU under-utilization")
 
 
 def xp():
