@@ -24,7 +24,7 @@ _NVRTC_OPTIONS = ("--std=c++17",)  # never --use_fast_math (IEEE division); CuPy
 _raw_builds = {"modules": 0}
 # Small ops launch small grids on purpose (one token, one row); Numba's low-occupancy warning says nothing useful
 # there and floods the output of every CLI run.
-warnings.filterwarnings("ignore", message=r"Grid size .* will likely result in GPU under-utilization")
+warnings.filterwarnings("ignore", message=r".*Grid size .* will likely result in GPU under-utilization")
 
 
 def xp():
