@@ -59,6 +59,15 @@ __device__ float block_sum(float v, float* red) {
     return warp_sum(lane < nw ? red[lane] : 0.f);
 }
 
+// 1 / sqrt(mean(x[0:n]^2) + eps) over a row that the whole block reads: each thread sums its strided elements in
+// order, then block_sum (every thread gets the same value).
+__device__ float block_rms_inverse(const float* x, int n, float eps, float* red) {
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += x[i] * x[i];
+    ss = block_sum(ss, red);
+    return 1.0f / sqrtf(ss / (float)n + eps);
+}
+
 __device__ float block_max(float v, float* red) {
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
     v = warp_max(v);
@@ -239,10 +248,7 @@ template <int MODE>
 __device__ void load_input(float* xs, const float* __restrict__ x, const float* __restrict__ aux, int K, float eps,
                            float off, float* red) {
     if (MODE == IN_NORM) {
-        float ss = 0.f;
-        for (int k = threadIdx.x; k < K; k += blockDim.x) ss += x[k] * x[k];
-        ss = block_sum(ss, red);
-        const float r = 1.0f / sqrtf(ss / (float)K + eps);
+        const float r = block_rms_inverse(x, K, eps, red);
         for (int k = threadIdx.x; k < K; k += blockDim.x) xs[k] = x[k] * r * (aux[k] + off);
     } else if (MODE == IN_SILU) {
         for (int k = threadIdx.x; k < K; k += blockDim.x) {

@@ -9,10 +9,7 @@ extern "C" __global__ void rms_norm_rows(const float* __restrict__ x, const floa
     __shared__ float red[32];
     const float* xr = x + (size_t)blockIdx.x * D;
     float* o = out + (size_t)blockIdx.x * D;
-    float ss = 0.f;
-    for (int i = threadIdx.x; i < D; i += blockDim.x) ss += xr[i] * xr[i];
-    ss = block_sum(ss, red);
-    const float r = 1.0f / sqrtf(ss / (float)D + eps);
+    const float r = block_rms_inverse(xr, D, eps, red);
     for (int i = threadIdx.x; i < D; i += blockDim.x) o[i] = w ? xr[i] * r * (w[i] + off) : xr[i] * r;
 }
 
@@ -22,9 +19,6 @@ extern "C" __global__ void rms_norm_add_rows(const float* __restrict__ t, const 
     __shared__ float red[32];
     const float* tr = t + (size_t)blockIdx.x * D;
     float* xr = x + (size_t)blockIdx.x * D;
-    float ss = 0.f;
-    for (int i = threadIdx.x; i < D; i += blockDim.x) ss += tr[i] * tr[i];
-    ss = block_sum(ss, red);
-    const float r = 1.0f / sqrtf(ss / (float)D + eps);
+    const float r = block_rms_inverse(tr, D, eps, red);
     for (int i = threadIdx.x; i < D; i += blockDim.x) xr[i] += tr[i] * r * (w[i] + off);
 }

@@ -26,13 +26,7 @@ extern "C" __global__ void qkv_rope_append(const float* __restrict__ qkv, int ro
     for (int d = threadIdx.x; d < D; d += blockDim.x) h[d] = src[d];
     if (!is_q) {  // v first (from the raw projection), before h is normalised and rotated
         const float* vs = k_eq_v ? src : row + (H + HKV + head) * D;
-        float vr = 1.f;
-        if (v_norm) {
-            float ss = 0.f;
-            for (int d = threadIdx.x; d < D; d += blockDim.x) ss += vs[d] * vs[d];
-            ss = block_sum(ss, red);
-            vr = 1.0f / sqrtf(ss / (float)D + eps);
-        }
+        const float vr = v_norm ? block_rms_inverse(vs, D, eps, red) : 1.f;
         float* vdst = vc + ((size_t)slot * HKV + head) * D;
         for (int d = threadIdx.x; d < D; d += blockDim.x) vdst[d] = vs[d] * vr;
         if (head == 0 && threadIdx.x == 0) slot_pos[slot] = pos;
@@ -40,10 +34,7 @@ extern "C" __global__ void qkv_rope_append(const float* __restrict__ qkv, int ro
     __syncthreads();
     const float* nw = is_q ? qn : kn;
     if (qk_norm & (is_q ? 1 : 2)) {
-        float ss = 0.f;
-        for (int d = threadIdx.x; d < D; d += blockDim.x) ss += h[d] * h[d];
-        ss = block_sum(ss, red);
-        const float r = 1.0f / sqrtf(ss / (float)D + eps);
+        const float r = block_rms_inverse(h, D, eps, red);
         __syncthreads();
         for (int d = threadIdx.x; d < D; d += blockDim.x) h[d] = h[d] * r * (nw[d] + off);
         __syncthreads();
